@@ -1,0 +1,29 @@
+// Host-side helpers shared by the CUDA optimizer ops (defined in csrc/cuda/optim_common.cu).
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <vector>
+
+namespace classy_fast {
+namespace optim_cuda {
+
+// Increments every step counter (0-dim float32 tensors on one CUDA device) by one, unless
+// *found_inf != 0 (found_inf may be nullptr). One launch per ~4000 counters.
+void increment_steps(at::TensorList steps, const float* found_inf);
+
+// Per-chunk partial sums of squares -> L2 norms. `partials` is [rows, chunks] float32 (rows = 1 or
+// 2 reductions done in the same pass); segment s of every row covers partial columns
+// [begin[s], end[s]) and its norm goes to out[row * out_row_stride + s] (out float32, on the same
+// device). Deterministic: fixed summation order.
+void segment_norms(const at::Tensor& partials, const std::vector<int64_t>& begin, const std::vector<int64_t>& end,
+                   float* out, int64_t out_row_stride);
+
+// Column range of each tensor's chunks when for_each_launch visits `indices_in_order`: tensor i
+// gets [begin[i], end[i]). Returns the total number of chunks.
+int64_t chunk_ranges(at::TensorList tensors, const std::vector<std::vector<int>>& indices_in_order,
+                     std::vector<int64_t>& begin, std::vector<int64_t>& end);
+
+}  // namespace optim_cuda
+}  // namespace classy_fast
