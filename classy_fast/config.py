@@ -1,0 +1,405 @@
+"""Typed run configuration: dataclasses with a docstring per field, loaded from YAML/JSON and the command line.
+
+Loading is strict: an unknown key or a value of the wrong type is a ``ConfigError`` that names the
+key and where it came from (the file, or ``--set``). The defaults are the embedded default run:
+a small ResNet on the bundled Fashion-MNIST subset.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Literal, Optional, Tuple
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration problem, with the key and source in the message."""
+
+
+@dataclass
+class ModelConfig:
+    name: str = "small_resnet"
+    """Registered model name: 'small_resnet' or any torchvision classification model ('resnet50', 'vit_b_16', ...)."""
+    width: int = 16
+    """Channel width of the first stage (small_resnet only)."""
+    dropout: float = 0.0
+    """Dropout before the classifier (small_resnet only)."""
+    kwargs: Dict[str, Any] = field(default_factory=dict)
+    """Extra keyword arguments passed to the model constructor."""
+
+
+@dataclass
+class DataConfig:
+    name: str = "fashion_mnist_embedded"
+    """Registered dataset: 'fashion_mnist_embedded' (bundled subset), 'fashion_mnist' (IDX files under root), 'synthetic'."""
+    root: Optional[str] = None
+    """Directory of the dataset files (for datasets read from disk)."""
+    batch_size: int = 128
+    """Training batch size per process."""
+    test_batch_size: int = 512
+    """Evaluation batch size per process."""
+    augment: bool = True
+    """Random crop (with padding) and horizontal flip on training batches."""
+    crop_padding: int = 2
+    """Padding (pixels) for the random crop augmentation."""
+    flip: bool = True
+    """Random horizontal flips when augment is on."""
+    drop_last: bool = True
+    """Drop the last partial training batch (keeps shapes static)."""
+    synthetic_train_size: int = 4096
+    """Number of training images of the 'synthetic' dataset."""
+    synthetic_test_size: int = 1024
+    """Number of test images of the 'synthetic' dataset."""
+    image_size: int = 32
+    """Side of the images of the 'synthetic' dataset."""
+    num_classes: int = 10
+    """Number of classes of the 'synthetic' dataset (others read it from the data)."""
+    channels: int = 3
+    """Image channels of the 'synthetic' dataset."""
+    limit_train: Optional[int] = None
+    """Use only the first N training samples (for quick runs and tests)."""
+    limit_test: Optional[int] = None
+    """Use only the first N test samples."""
+
+
+@dataclass
+class LossConfig:
+    name: str = "cross_entropy"
+    """Registered loss: 'cross_entropy' (index targets) or 'soft_target_cross_entropy' (B×C probabilities)."""
+    label_smoothing: float = 0.1
+    """Label smoothing epsilon."""
+    impl: Literal["auto", "fused", "reference"] = "auto"
+    """'fused' requires the compiled op; 'auto' uses it when built; 'reference' is plain PyTorch."""
+
+
+@dataclass
+class OptimizerConfig:
+    name: str = "sgd"
+    """Registered optimizer: 'sgd', 'adamw', 'rmsprop', and the fused ones when built ('lars', 'lamb')."""
+    lr: float = 0.2
+    """Peak learning rate (schedulers scale it)."""
+    momentum: float = 0.9
+    """Momentum (SGD, LARS, RMSProp)."""
+    dampening: float = 0.0
+    """Momentum dampening (SGD)."""
+    nesterov: bool = True
+    """Nesterov momentum (SGD, LARS)."""
+    weight_decay: float = 5e-4
+    """Weight decay (decoupled for AdamW/LAMB)."""
+    betas: Tuple[float, float] = (0.9, 0.999)
+    """Adam-family betas."""
+    eps: float = 1e-8
+    """Adam-family / RMSProp epsilon."""
+    maximize: bool = False
+    """Maximize the objective instead of minimizing it."""
+    no_weight_decay_on_norm_and_bias: bool = True
+    """Put normalization-layer parameters and biases in a group without weight decay (and without LARS adaptation)."""
+    max_grad_norm: Optional[float] = None
+    """Clip gradients to this global L2 norm (fused into the step where the optimizer supports it)."""
+    trust_coefficient: float = 0.001
+    """LARS trust coefficient."""
+    trust_clamp: Optional[float] = None
+    """Clamp LAMB's trust ratio to at most this value (None: no clamp)."""
+    fused: Literal["auto", "fused", "torch"] = "auto"
+    """'fused' requires classy_fast's compiled optimizer; 'auto' uses it where built; 'torch' uses torch.optim."""
+    kwargs: Dict[str, Any] = field(default_factory=dict)
+    """Extra keyword arguments for the optimizer constructor."""
+
+
+@dataclass
+class SchedulerConfig:
+    name: str = "cosine"
+    """'constant', 'step', 'multistep', 'cosine', 'linear', 'polynomial' or 'composite'."""
+    update_interval: Literal["step", "epoch"] = "step"
+    """Update the learning rate every optimizer step or once per epoch."""
+    warmup_epochs: float = 1.0
+    """Linear warmup from warmup_start_factor×lr to lr over this many epochs (0: none)."""
+    warmup_start_factor: float = 0.1
+    """Learning-rate factor at the start of the warmup."""
+    end_factor: float = 0.0
+    """Final learning-rate factor (cosine, linear, polynomial)."""
+    step_size_epochs: float = 30.0
+    """'step': decay every this many epochs."""
+    milestones_epochs: List[float] = field(default_factory=lambda: [30.0, 60.0, 90.0])
+    """'multistep': decay at these epochs."""
+    gamma: float = 0.1
+    """'step'/'multistep': decay factor."""
+    power: float = 2.0
+    """'polynomial': exponent."""
+    schedules: List[Dict[str, Any]] = field(default_factory=list)
+    """'composite': list of {name, length (fraction of the run), ...options of that schedule}."""
+
+
+@dataclass
+class MeterConfig:
+    name: str = "accuracy"
+    """Registered meter: 'accuracy', 'precision_at_k', 'recall_at_k' (loss and throughput are always tracked)."""
+    topk: List[int] = field(default_factory=lambda: [1, 5])
+    """k values (accuracy, precision@k, recall@k)."""
+
+
+@dataclass
+class CheckpointConfig:
+    enabled: bool = True
+    """Write checkpoints under OUTPUT/checkpoints."""
+    every_n_phases: int = 1
+    """Write last.pt after every N train phases (and always at the end)."""
+    keep_last: int = 2
+    """Periodic copies (phase_XXXX.pt) to keep; 0 keeps none besides last.pt."""
+    save_periodic: bool = False
+    """Also keep a periodic copy per checkpoint (phase_XXXX.pt)."""
+    every_n_steps: int = 0
+    """Also write last.pt every N train steps inside a phase (0: only at phase ends); lets a killed run resume mid-epoch."""
+
+
+@dataclass
+class ProfilerConfig:
+    enabled: bool = False
+    """Record a torch.profiler trace of a few train steps into OUTPUT/profiler."""
+    wait: int = 2
+    """Steps to skip before warmup."""
+    warmup: int = 2
+    """Steps of profiler warmup."""
+    active: int = 4
+    """Steps recorded."""
+
+
+@dataclass
+class HookSpec:
+    name: str = ""
+    """Registered hook name."""
+    options: Dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments for that hook."""
+
+
+@dataclass
+class HooksConfig:
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    """Checkpoint writing."""
+    log_interval: int = 50
+    """Console log line (and non-finite loss check) every N train steps; 0 logs only at phase ends."""
+    progress_bar: bool = True
+    """tqdm progress bar (automatically off when stderr is not a terminal)."""
+    metrics_files: bool = True
+    """Write OUTPUT/metrics.jsonl and OUTPUT/metrics.csv."""
+    tensorboard: bool = False
+    """Write TensorBoard event files (needs the 'tensorboard' package)."""
+    model_complexity: bool = True
+    """Log parameter count and forward FLOPs at the input size at the start."""
+    profiler: ProfilerConfig = field(default_factory=ProfilerConfig)
+    """torch.profiler trace."""
+    extra: List[HookSpec] = field(default_factory=list)
+    """User-registered hooks to add, by name with options."""
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 8
+    """Number of train phases (epochs)."""
+    test_phase_period: int = 1
+    """Run a test phase after every N train phases (and always after the last)."""
+    test_only: bool = False
+    """Only evaluate (use with resume to evaluate a checkpoint)."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """'auto' picks CUDA when available."""
+    amp: Literal["auto", "none", "bf16", "fp16"] = "auto"
+    """Autocast dtype; 'auto' is bf16 on CUDA and none on CPU. fp16 adds a GradScaler."""
+    seed: int = 0
+    """Seed of every random generator (torch, CUDA, numpy, python, data order)."""
+    output_dir: str = "outputs/default"
+    """Where config.yaml, metrics and checkpoints go."""
+    resume: Optional[str] = None
+    """Checkpoint path, or 'auto' for OUTPUT/checkpoints/last.pt when it exists."""
+    channels_last: bool = False
+    """Use the channels_last memory format for model and inputs."""
+    num_threads: int = 0
+    """torch CPU threads (0: torch's default)."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    """The network."""
+    data: DataConfig = field(default_factory=DataConfig)
+    """The datasets and batching."""
+    loss: LossConfig = field(default_factory=LossConfig)
+    """The training loss."""
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    """The optimizer."""
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    """The learning-rate schedule."""
+    meters: List[MeterConfig] = field(default_factory=lambda: [MeterConfig()])
+    """Meters updated every step and reported per phase (loss is always tracked)."""
+    hooks: HooksConfig = field(default_factory=HooksConfig)
+    """Hooks: checkpoints, logging, metrics files, ..."""
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; returns the converted value or raises ConfigError."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+
+    def fail(expected: str) -> ConfigError:
+        return ConfigError(f"{source}: key '{key}': expected {expected}, got {value!r} ({type(value).__name__})")
+
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key, source)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise fail(" or ".join(_type_name(a) for a in args))
+    if origin is Literal:
+        if value in args:
+            return value
+        raise fail("one of " + ", ".join(repr(a) for a in args))
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise fail(f"a mapping of {tp.__name__} fields")
+        return _from_dict(tp, value, key, source)
+    if origin in (list, List):
+        if not isinstance(value, (list, tuple)):
+            raise fail("a list")
+        (item_tp,) = args or (Any,)
+        return [_coerce(v, item_tp, f"{key}[{i}]", source) for i, v in enumerate(value)]
+    if origin in (tuple, Tuple):
+        if not isinstance(value, (list, tuple)):
+            raise fail("a list")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, args[0], f"{key}[{i}]", source) for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise fail(f"a list of {len(args)} values")
+        return tuple(_coerce(v, a, f"{key}[{i}]", source) for i, (v, a) in enumerate(zip(value, args)))
+    if origin in (dict, Dict):
+        if not isinstance(value, dict):
+            raise fail("a mapping")
+        return dict(value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise fail("true or false")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise fail("an integer")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise fail("a number")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise fail("a string")
+    raise ConfigError(f"{source}: key '{key}': unsupported field type {tp}")
+
+
+def _from_dict(cls: type, data: Dict[str, Any], prefix: str, source: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for k, v in data.items():
+        key = f"{prefix}.{k}" if prefix else str(k)
+        if k not in names:
+            raise ConfigError(f"{source}: unknown key '{key}'; valid keys here: {', '.join(sorted(names))}")
+        kwargs[k] = _coerce(v, hints[k], key, source)
+    return cls(**kwargs)
+
+
+def config_from_dict(data: Dict[str, Any], source: str = "<dict>") -> TrainConfig:
+    """Build and validate a TrainConfig from a nested dict (missing keys take their defaults)."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping, got {type(data).__name__}")
+    return _from_dict(TrainConfig, data, "", source)
+
+
+def read_config_file(path: str) -> Dict[str, Any]:
+    """Read a YAML or JSON file into a dict; errors name the file."""
+    if not os.path.isfile(path):
+        raise ConfigError(f"config file not found: {path}")
+    with open(path, "r", encoding="utf-8") as f:
+        text = f.read()
+    try:
+        data = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as e:
+        raise ConfigError(f"{path}: cannot parse: {e}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping, got {type(data).__name__}")
+    return data
+
+
+def apply_override(data: Dict[str, Any], assignment: str) -> None:
+    """Apply ``a.b.c=value`` (value parsed as YAML) to the nested dict in place."""
+    if "=" not in assignment:
+        raise ConfigError(f"--set '{assignment}': expected key=value")
+    key, raw = assignment.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"--set '{assignment}': empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as e:
+        raise ConfigError(f"--set '{assignment}': cannot parse value: {e}") from None
+    node = data
+    parts = key.split(".")
+    for part in parts[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set '{assignment}': '{part}' is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def load_config(path: Optional[str] = None, overrides: Optional[List[str]] = None) -> TrainConfig:
+    """Defaults ← file (YAML/JSON) ← ``key=value`` overrides, validated once at the end.
+
+    Errors from the file's own keys name the file; errors from overrides name ``--set``.
+    """
+    data = read_config_file(path) if path else {}
+    source = path or "<defaults>"
+    config_from_dict(data, source)  # report the file's own errors against the file
+    for assignment in overrides or []:
+        apply_override(data, assignment)
+        config_from_dict(data, f"--set {assignment}")
+    return config_from_dict(data, source)
+
+
+def config_to_dict(cfg: Any) -> Dict[str, Any]:
+    """Plain nested dict (tuples as lists) suitable for YAML/JSON."""
+
+    def plain(v: Any) -> Any:
+        if dataclasses.is_dataclass(v):
+            return {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        return v
+
+    return plain(cfg)
+
+
+def save_config(cfg: TrainConfig, path: str) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        yaml.safe_dump(config_to_dict(cfg), f, sort_keys=False)

@@ -1,0 +1,10 @@
+"""Data sources. Each yields (images, int64 labels) batches on the training device."""
+
+from .datasets import build_data, embedded_fashion_mnist_path, synthetic_images
+from .idx import IdxFormatError, read_idx, read_idx_split
+from .memory import InMemoryImageData, random_crop_flip
+
+__all__ = [
+    "build_data", "embedded_fashion_mnist_path", "synthetic_images", "IdxFormatError", "read_idx",
+    "read_idx_split", "InMemoryImageData", "random_crop_flip",
+]

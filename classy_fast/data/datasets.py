@@ -1,0 +1,102 @@
+"""Dataset registry entries: the bundled Fashion-MNIST subset, Fashion-MNIST/MNIST IDX files, synthetic data."""
+
+from __future__ import annotations
+
+import os
+from importlib import resources
+from typing import Tuple
+
+import numpy as np
+import torch
+
+from ..config import DataConfig
+from ..registry import DATASETS
+from .idx import read_idx_split
+from .memory import InMemoryImageData, _mix_seed
+
+FASHION_MNIST_MEAN, FASHION_MNIST_STD = (0.2860,), (0.3530,)
+EMBEDDED_FASHION_MNIST = "fashion_mnist_subset.npz"
+
+
+def embedded_fashion_mnist_path() -> str:
+    return str(resources.files("classy_fast.data").joinpath("embedded", EMBEDDED_FASHION_MNIST))
+
+
+def _limit(images: np.ndarray, labels: np.ndarray, limit) -> Tuple[np.ndarray, np.ndarray]:
+    return (images[:limit], labels[:limit]) if limit else (images, labels)
+
+
+def _in_memory(cfg: DataConfig, split: str, images, labels, num_classes, mean, std, *, device, seed, channels_last):
+    train = split == "train"
+    images, labels = _limit(images, labels, cfg.limit_train if train else cfg.limit_test)
+    return InMemoryImageData(
+        torch.from_numpy(np.ascontiguousarray(images)),
+        torch.from_numpy(np.ascontiguousarray(labels)),
+        num_classes=num_classes,
+        batch_size=cfg.batch_size if train else cfg.test_batch_size,
+        train=train,
+        mean=mean,
+        std=std,
+        device=device,
+        seed=seed,
+        augment=cfg.augment,
+        crop_padding=cfg.crop_padding,
+        flip=cfg.flip,
+        drop_last=cfg.drop_last,
+        channels_last=channels_last,
+    )
+
+
+@DATASETS.register("fashion_mnist_embedded")
+def fashion_mnist_embedded(cfg: DataConfig, split: str, *, device, seed, channels_last):
+    """The stratified subset shipped in the package: 12,000 train / 2,000 test images."""
+    path = cfg.root or embedded_fashion_mnist_path()
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"embedded Fashion-MNIST subset not found at {path} (reinstall classy_fast)")
+    with np.load(path) as z:
+        images, labels = z[f"{split}_images"], z[f"{split}_labels"].astype(np.int64)
+    return _in_memory(cfg, split, images, labels, 10, FASHION_MNIST_MEAN, FASHION_MNIST_STD,
+                      device=device, seed=seed, channels_last=channels_last)
+
+
+@DATASETS.register("fashion_mnist")
+def fashion_mnist(cfg: DataConfig, split: str, *, device, seed, channels_last):
+    """The full Fashion-MNIST set from IDX files under ``data.root`` (torchvision raw layout, .gz or not)."""
+    if not cfg.root:
+        raise ValueError("data.root must name the directory of the Fashion-MNIST IDX files "
+                         "(e.g. /usr/share/datasets/fashion-mnist from Debian's dataset-fashion-mnist)")
+    images, labels = read_idx_split(cfg.root, split)
+    return _in_memory(cfg, split, images, labels, 10, FASHION_MNIST_MEAN, FASHION_MNIST_STD,
+                      device=device, seed=seed, channels_last=channels_last)
+
+
+@DATASETS.register("mnist")
+def mnist(cfg: DataConfig, split: str, *, device, seed, channels_last):
+    """MNIST from IDX files under ``data.root``."""
+    if not cfg.root:
+        raise ValueError("data.root must name the directory of the MNIST IDX files")
+    images, labels = read_idx_split(cfg.root, split)
+    return _in_memory(cfg, split, images, labels, 10, (0.1307,), (0.3081,),
+                      device=device, seed=seed, channels_last=channels_last)
+
+
+def synthetic_images(n: int, num_classes: int, channels: int, size: int, seed: int, split: str = "train") -> Tuple[np.ndarray, np.ndarray]:
+    """Learnable random images: a random prototype per class (from ``seed``) plus per-image noise (from ``seed`` and ``split``)."""
+    prototypes = np.random.default_rng(_mix_seed(seed, 7)).integers(0, 256, size=(num_classes, channels, size, size), dtype=np.int16)
+    rng = np.random.default_rng(_mix_seed(seed, 8, 0 if split == "train" else 1))
+    labels = rng.integers(0, num_classes, size=n).astype(np.int64)
+    noise = rng.integers(-64, 65, size=(n, channels, size, size), dtype=np.int16)
+    return np.clip(prototypes[labels] + noise, 0, 255).astype(np.uint8), labels
+
+
+@DATASETS.register("synthetic")
+def synthetic(cfg: DataConfig, split: str, *, device, seed, channels_last):
+    """Random images with learnable labels, any size and class count (for benchmarks and tests)."""
+    n = cfg.synthetic_train_size if split == "train" else cfg.synthetic_test_size
+    images, labels = synthetic_images(n, cfg.num_classes, cfg.channels, cfg.image_size, seed, split)
+    return _in_memory(cfg, split, images, labels, cfg.num_classes, (0.5,) * cfg.channels, (0.25,) * cfg.channels,
+                      device=device, seed=seed, channels_last=channels_last)
+
+
+def build_data(cfg: DataConfig, split: str, *, device: torch.device, seed: int, channels_last: bool = False):
+    return DATASETS.get(cfg.name)(cfg, split, device=device, seed=seed, channels_last=channels_last)

@@ -1,0 +1,52 @@
+"""Hooks: the task's extension points, and the registry that builds them from the config."""
+
+from __future__ import annotations
+
+import os
+from typing import List
+
+from ..config import TrainConfig
+from ..registry import HOOKS
+from .base import ClassyHook
+from .checkpoint import CheckpointHook
+from .complexity import ModelComplexityHook
+from .logging import ConsoleLoggerHook
+from .metrics_files import MetricsFilesHook
+from .profiler import ProfilerHook
+from .progress import ProgressBarHook
+from .tensorboard import TensorboardHook
+
+__all__ = [
+    "ClassyHook", "CheckpointHook", "ConsoleLoggerHook", "MetricsFilesHook", "ModelComplexityHook",
+    "ProfilerHook", "ProgressBarHook", "TensorboardHook", "build_hooks",
+]
+
+HOOKS.register("checkpoint", lambda cfg, run: CheckpointHook(os.path.join(run.output_dir, "checkpoints"), **cfg))
+HOOKS.register("console_logger", lambda cfg, run: ConsoleLoggerHook(**cfg))
+HOOKS.register("progress_bar", lambda cfg, run: ProgressBarHook(**cfg))
+HOOKS.register("metrics_files", lambda cfg, run: MetricsFilesHook(run.output_dir, **cfg))
+HOOKS.register("tensorboard", lambda cfg, run: TensorboardHook(run.output_dir, **cfg))
+HOOKS.register("model_complexity", lambda cfg, run: ModelComplexityHook(**cfg))
+
+
+def build_hooks(cfg: TrainConfig) -> List[ClassyHook]:
+    """The hooks the config turns on, in the order they run (checkpoint last, after the others updated state)."""
+    h = cfg.hooks
+    hooks: List[ClassyHook] = []
+    if h.model_complexity:
+        hooks.append(ModelComplexityHook())
+    hooks.append(ProgressBarHook(enabled=h.progress_bar))
+    hooks.append(ConsoleLoggerHook(log_interval=h.log_interval))
+    if h.metrics_files:
+        hooks.append(MetricsFilesHook(cfg.output_dir))
+    if h.tensorboard:
+        hooks.append(TensorboardHook(cfg.output_dir, log_interval=h.log_interval))
+    if h.profiler.enabled:
+        hooks.append(ProfilerHook(cfg.output_dir, h.profiler))
+    for spec in h.extra:
+        hooks.append(HOOKS.get(spec.name)(spec.options, cfg))
+    c = h.checkpoint
+    if c.enabled:
+        hooks.append(CheckpointHook(os.path.join(cfg.output_dir, "checkpoints"), c.every_n_phases, c.keep_last,
+                                    c.save_periodic, c.every_n_steps))
+    return hooks

@@ -1,0 +1,59 @@
+"""Checkpoint hook: OUTPUT/checkpoints/last.pt after train phases (and every N steps if asked),
+periodic copies with keep-last-k, always a final one. Only the primary rank writes."""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+
+from .. import distributed
+from ..checkpoint import save_atomic
+from .base import ClassyHook
+
+
+class CheckpointHook(ClassyHook):
+    name = "checkpoint"
+
+    def __init__(self, directory: str, every_n_phases: int = 1, keep_last: int = 2, save_periodic: bool = False,
+                 every_n_steps: int = 0):
+        if every_n_phases < 1:
+            raise ValueError(f"hooks.checkpoint.every_n_phases must be ≥ 1, got {every_n_phases}")
+        self.directory = directory
+        self.every_n_phases = every_n_phases
+        self.keep_last = keep_last
+        self.save_periodic = save_periodic
+        self.every_n_steps = every_n_steps
+
+    @property
+    def last_path(self) -> str:
+        return os.path.join(self.directory, "last.pt")
+
+    def save(self, task, periodic: bool = False) -> None:
+        # A non-finite loss must never reach disk as the latest state: check (a sync) before writing.
+        task.check_finite()
+        state = task.state_dict()
+        if distributed.is_primary():
+            save_atomic(state, self.last_path)
+            if periodic:
+                self._periodic_copy(task)
+
+    def _periodic_copy(self, task) -> None:
+        path = os.path.join(self.directory, f"phase_{task.train_phases_done:04d}.pt")
+        shutil.copyfile(self.last_path, path + ".tmp")
+        os.replace(path + ".tmp", path)
+        if self.keep_last > 0:
+            for old in sorted(glob.glob(os.path.join(self.directory, "phase_*.pt")))[: -self.keep_last]:
+                os.unlink(old)
+
+    def on_step(self, task) -> None:
+        if self.every_n_steps and task.in_train_phase and task.step_in_phase % self.every_n_steps == 0:
+            self.save(task)
+
+    def on_phase_end(self, task) -> None:
+        if task.phase["type"] == "train" and task.train_phases_done % self.every_n_phases == 0:
+            self.save(task, periodic=self.save_periodic)
+
+    def on_end(self, task) -> None:
+        if not task.failed and not task.cfg.test_only:
+            self.save(task)

@@ -1,0 +1,69 @@
+"""Model registry: the small ResNet for 28–32 px images and every torchvision classification model."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..config import ModelConfig
+from ..registry import MODELS
+from .small_resnet import SmallResNet
+
+__all__ = ["SmallResNet", "build_model", "adapt_input_channels"]
+
+
+@MODELS.register("small_resnet")
+def _build_small_resnet(cfg: ModelConfig, num_classes: int, in_channels: int) -> nn.Module:
+    return SmallResNet(num_classes=num_classes, in_channels=in_channels, width=cfg.width, dropout=cfg.dropout, **cfg.kwargs)
+
+
+def adapt_input_channels(model: nn.Module, in_channels: int) -> nn.Module:
+    """Replace the first Conv2d so the model takes ``in_channels`` (e.g. 1 for grayscale data).
+
+    Pretrained RGB filters, if any, are averaged over the colour channels so a grayscale image
+    sees the same response as its RGB copy.
+    """
+    for parent in model.modules():
+        for name, child in parent.named_children():
+            if isinstance(child, nn.Conv2d):
+                if child.in_channels == in_channels:
+                    return model
+                new = nn.Conv2d(
+                    in_channels, child.out_channels, child.kernel_size, child.stride, child.padding,
+                    child.dilation, child.groups, child.bias is not None, child.padding_mode,
+                )
+                with torch.no_grad():
+                    mean_filter = child.weight.mean(dim=1, keepdim=True)
+                    new.weight.copy_(mean_filter.expand(-1, in_channels, -1, -1) * (3.0 / in_channels if child.in_channels == 3 else 1.0))
+                    if child.bias is not None:
+                        new.bias.copy_(child.bias)
+                setattr(parent, name, new)
+                return model
+    raise ValueError(f"{type(model).__name__}: no Conv2d found to adapt to {in_channels} input channels")
+
+
+def _torchvision_builder(name: str):
+    def build(cfg: ModelConfig, num_classes: int, in_channels: int) -> nn.Module:
+        import torchvision
+
+        model = torchvision.models.get_model(name, weights=None, num_classes=num_classes, **cfg.kwargs)
+        return adapt_input_channels(model, in_channels) if in_channels != 3 else model
+
+    return build
+
+
+def _register_torchvision_models() -> None:
+    try:
+        import torchvision
+    except ImportError:  # torchvision is a dependency, but keep the small model usable without it
+        return
+    for name in torchvision.models.list_models(module=torchvision.models):
+        if name not in MODELS:
+            MODELS.register(name, _torchvision_builder(name))
+
+
+_register_torchvision_models()
+
+
+def build_model(cfg: ModelConfig, num_classes: int, in_channels: int) -> nn.Module:
+    return MODELS.get(cfg.name)(cfg, num_classes, in_channels)

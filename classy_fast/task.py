@@ -1,0 +1,313 @@
+"""ClassificationTask: the orchestrator that drives a training run through its phases.
+
+It builds the components from a ``TrainConfig`` (model, loss, optimizer, lr schedule, data, meters,
+hooks), then runs train phases with a test phase every ``test_phase_period`` of them and after the
+last. Everything else (checkpoints, logging, metrics files, profiling, ...) lives in hooks.
+
+The train step never synchronizes with the host: loss sums, counts and top-k hits accumulate in
+device tensors (meters), the step counter used to locate a non-finite loss is a device tensor, and
+the learning rate is a device tensor the scheduler fills in place. Values are read at log
+intervals and phase ends only.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+import time
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+
+from . import distributed
+from .amp import Precision
+from .checkpoint import CHECKPOINT_FORMAT, rng_state, set_rng_state
+from .config import TrainConfig, config_to_dict, save_config
+from .data import build_data
+from .hooks import ClassyHook, build_hooks
+from .losses import build_loss
+from .meters import LossMeter, ThroughputMeter, build_meters
+from .models import build_model
+from .optimizers import build_optimizer
+from .schedulers import LearningRateController, build_schedule
+
+log = logging.getLogger("classy_fast")
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or inf; the message names the first such step."""
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' requested but torch.cuda.is_available() is False")
+    if name == "cuda" and distributed.is_distributed():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+class ClassificationTask:
+    def __init__(self, cfg: TrainConfig, hooks: Optional[List[ClassyHook]] = None):
+        self.cfg = cfg
+        self.device = resolve_device(cfg.device)
+        if cfg.num_threads > 0:
+            torch.set_num_threads(cfg.num_threads)
+        seed_everything(cfg.seed)
+        data_kw = dict(device=self.device, seed=cfg.seed + 1000 * distributed.rank(), channels_last=cfg.channels_last)
+        self.train_data = None if cfg.test_only else build_data(cfg.data, "train", **data_kw)
+        self.test_data = build_data(cfg.data, "test", **data_kw)
+        self.num_classes = self.test_data.num_classes
+        self.input_shape = (self.test_data.in_channels, *self.test_data.image_size)
+
+        self.model = build_model(cfg.model, self.num_classes, self.input_shape[0]).to(self.device)
+        if cfg.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.loss = build_loss(cfg.loss)
+        self.precision = Precision(cfg.amp, self.device)
+        self.optimizer = build_optimizer(self.model, cfg.optimizer)
+        self.updates_per_epoch = len(self.train_data) if self.train_data is not None else 1
+        if self.train_data is not None and self.updates_per_epoch == 0:
+            raise ValueError(f"the training set ({self.train_data.num_samples} samples) is smaller than one batch "
+                             f"({cfg.data.batch_size}) with drop_last: lower data.batch_size")
+        self.lr = LearningRateController(self.optimizer, build_schedule(cfg.scheduler, cfg.epochs), cfg.epochs,
+                                         self.updates_per_epoch, cfg.scheduler.update_interval)
+        self.clip_in_task = cfg.optimizer.max_grad_norm is not None and not getattr(
+            self.optimizer, "fuses_grad_clipping", False)
+        self.grad_norm: Optional[torch.Tensor] = None
+
+        self.meters = build_meters(cfg.meters, self.num_classes, self.device)
+        self.loss_meter = LossMeter(self.device)
+        self.throughput = ThroughputMeter()
+        self.hooks = build_hooks(cfg) if hooks is None else hooks
+
+        # Progress. ``phase_index`` is the phase to run next (or running); the counters are host ints
+        # except ``_step_tensor``, the device-side copy of the global step used to locate a bad loss.
+        self.phases = self._plan_phases()
+        self.phase_index = 0
+        self.step_in_phase = 0
+        self.train_phases_done = 0
+        self.num_updates = 0
+        self._step_tensor = torch.zeros((), dtype=torch.int64, device=self.device)
+        self.phase: Dict[str, Any] = self.phases[0]
+        self.phase_length = 0
+        self.last_phase_metrics: Dict[str, Any] = {}
+        self.data_wait_seconds = 0.0
+        self.failed = False
+
+    # ------------------------------------------------------------------ plan
+    def _plan_phases(self) -> List[Dict[str, Any]]:
+        if self.cfg.test_only:
+            return [{"type": "test", "epoch": 0}]
+        if self.cfg.epochs < 1 or self.cfg.test_phase_period < 1:
+            raise ValueError("epochs and test_phase_period must be ≥ 1")
+        phases = []
+        for epoch in range(self.cfg.epochs):
+            phases.append({"type": "train", "epoch": epoch})
+            if (epoch + 1) % self.cfg.test_phase_period == 0 or epoch + 1 == self.cfg.epochs:
+                phases.append({"type": "test", "epoch": epoch})
+        return phases
+
+    @property
+    def in_train_phase(self) -> bool:
+        return self.phase["type"] == "train"
+
+    # ------------------------------------------------------------------ steps
+    def train_step(self, images: torch.Tensor, target: Any) -> None:
+        """Forward, loss, backward, (unscale, clip,) optimizer step, lr write, meters: no host sync."""
+        images = images.to(self.device, non_blocking=True)
+        target = _to_device(target, self.device)
+        with self.precision.autocast():
+            logits = self.model(images)
+            loss = self.loss(logits, target)
+        scaler = self.precision.scaler
+        (scaler.scale(loss) if scaler is not None else loss).backward()
+        if self.clip_in_task:
+            if scaler is not None:
+                scaler.unscale_(self.optimizer)
+            self.grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optimizer.max_grad_norm,
+                                                            foreach=self.device.type == "cuda")
+        if scaler is not None:
+            scaler.step(self.optimizer)
+            scaler.update()
+        else:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if hasattr(self.optimizer, "last_grad_norm"):
+            self.grad_norm = self.optimizer.last_grad_norm
+        self.num_updates += 1
+        self.lr.set_for_update(self.num_updates)
+        self._update_meters(logits, target, loss, images.shape[0])
+
+    @torch.inference_mode()
+    def eval_step(self, images: torch.Tensor, target: Any) -> None:
+        images = images.to(self.device, non_blocking=True)
+        target = _to_device(target, self.device)
+        with self.precision.autocast():
+            logits = self.model(images)
+            loss = self.loss(logits, target)
+        self._update_meters(logits, target, loss, images.shape[0])
+
+    def _update_meters(self, logits: torch.Tensor, target: Any, loss: torch.Tensor, batch_size: int) -> None:
+        logits = logits.detach().float()
+        # Mixup targets (a, b, lam): accuracy counts against target_a, the mixing recipe's dominant one.
+        dense = target[0] if isinstance(target, (tuple, list)) else target
+        for meter in self.meters:
+            meter.update(logits, dense)
+        self._step_tensor += 1
+        self.loss_meter.update_loss(loss, batch_size, self._step_tensor)
+        self.throughput.update(batch_size)
+
+    # ------------------------------------------------------------------ phases
+    def run(self) -> Dict[str, Any]:
+        """Run the remaining phases; returns the last phase's metrics."""
+        if distributed.is_primary():
+            os.makedirs(self.cfg.output_dir, exist_ok=True)
+            save_config(self.cfg, os.path.join(self.cfg.output_dir, "config.yaml"))
+        self._call("on_start")
+        try:
+            while self.phase_index < len(self.phases):
+                self.run_phase()
+        except BaseException:
+            self.failed = True
+            raise
+        finally:
+            self._call("on_end")
+        return self.last_phase_metrics
+
+    def run_phase(self) -> None:
+        self.phase = self.phases[self.phase_index]
+        train = self.in_train_phase
+        data = self.train_data if train else self.test_data
+        resuming_mid_phase = self.step_in_phase > 0
+        if train:
+            data.resume_at(self.phase["epoch"], self.step_in_phase)
+            self.lr.set_for_update(self.num_updates)
+        if not resuming_mid_phase:
+            for meter in (*self.meters, self.loss_meter):
+                meter.reset()
+        self.throughput.reset()
+        self.data_wait_seconds = 0.0
+        self.phase_length = len(data)
+        self.model.train(train)
+        self._call("on_phase_start")
+        step = self.train_step if train else self.eval_step
+        log_interval = self.cfg.hooks.log_interval
+        batches = iter(data)
+        while True:
+            t0 = time.perf_counter()
+            batch = next(batches, None)
+            self.data_wait_seconds += time.perf_counter() - t0
+            if batch is None:
+                break
+            step(*batch)
+            self.step_in_phase += 1
+            if train and log_interval and self.step_in_phase % log_interval == 0:
+                self.check_finite()
+            self._call("on_step")
+        self._end_phase()
+
+    def _end_phase(self) -> None:
+        for meter in (*self.meters, self.loss_meter):
+            meter.sync()
+        if self.in_train_phase:
+            self.check_finite()
+            self.train_phases_done += 1
+        self.last_phase_metrics = {"phase_type": self.phase["type"], "epoch": self.phase["epoch"], **self.metrics()}
+        self.phase_index += 1
+        self.step_in_phase = 0
+        self._call("on_phase_end")
+
+    # ------------------------------------------------------------------ reading state (syncs)
+    def check_finite(self) -> None:
+        """Raise NonFiniteLossError if any step's loss so far was NaN/inf (reads one device scalar)."""
+        if not self.in_train_phase:
+            return
+        bad = self.loss_meter.first_nonfinite_step()
+        if bad >= 0:
+            raise NonFiniteLossError(
+                f"non-finite training loss at global step {bad} (epoch {self.phase['epoch'] + 1}); "
+                f"the last checkpoint written before it is intact. Lower optimizer.lr, enable "
+                f"optimizer.max_grad_norm, or check the data.")
+
+    def metrics(self) -> Dict[str, float]:
+        """Current phase metrics as host floats (reads device tensors)."""
+        out: Dict[str, float] = dict(self.loss_meter.value())
+        for meter in self.meters:
+            out.update(meter.value())
+        out["lr"] = self.lr.current_lr()
+        out.update(self.throughput.value())
+        seconds = out["seconds"]
+        out["data_wait_pct"] = 100.0 * self.data_wait_seconds / seconds if seconds > 0 else 0.0
+        if self.grad_norm is not None and self.in_train_phase:
+            out["grad_norm"] = float(self.grad_norm)
+        return out
+
+    # ------------------------------------------------------------------ checkpoint state
+    def state_dict(self) -> Dict[str, Any]:
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "config": config_to_dict(self.cfg),
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "lr_controller": self.lr.state_dict(),
+            "precision": self.precision.state_dict(),
+            "meters": [m.state_dict() for m in self.meters],
+            "loss_meter": self.loss_meter.state_dict(),
+            "hooks": {h.key: h.state_dict() for h in self.hooks},
+            "progress": {
+                "phase_index": self.phase_index, "step_in_phase": self.step_in_phase,
+                "train_phases_done": self.train_phases_done, "num_updates": self.num_updates,
+                "global_step": int(self._step_tensor),
+            },
+            "rng": rng_state(),
+        }
+
+    def load_state_dict(self, state: Dict[str, Any], weights_only: bool = False) -> None:
+        """Restore a checkpoint. ``weights_only`` loads only the model (test-only runs, fine-tuning)."""
+        self.model.load_state_dict(state["model"])
+        if weights_only:
+            return
+        lr_tensors = [g["lr"] for g in self.optimizer.param_groups]
+        self.optimizer.load_state_dict(state["optimizer"])
+        for group, lr in zip(self.optimizer.param_groups, lr_tensors):
+            # Keep our device lr tensors (captured graphs point at them); take the loaded value.
+            if torch.is_tensor(lr):
+                lr.copy_(group["lr"] if torch.is_tensor(group["lr"]) else torch.tensor(group["lr"]))
+                group["lr"] = lr
+        self.lr.load_state_dict(state["lr_controller"])
+        self.precision.load_state_dict(state["precision"])
+        for meter, s in zip(self.meters, state["meters"]):
+            meter.load_state_dict(s)
+        self.loss_meter.load_state_dict(state["loss_meter"])
+        for hook in self.hooks:
+            if hook.key in state["hooks"]:
+                hook.load_state_dict(state["hooks"][hook.key])
+        p = state["progress"]
+        self.phase_index, self.step_in_phase = p["phase_index"], p["step_in_phase"]
+        self.train_phases_done, self.num_updates = p["train_phases_done"], p["num_updates"]
+        self._step_tensor.fill_(p["global_step"])
+        if self.phase_index < len(self.phases):
+            self.phase = self.phases[self.phase_index]
+        set_rng_state(state["rng"])
+
+    # ------------------------------------------------------------------ hooks
+    def _call(self, event: str) -> None:
+        for hook in self.hooks:
+            getattr(hook, event)(self)
+
+
+def _to_device(target: Any, device: torch.device) -> Any:
+    if isinstance(target, (tuple, list)):
+        return type(target)(_to_device(t, device) for t in target)
+    return target.to(device, non_blocking=True) if torch.is_tensor(target) else target

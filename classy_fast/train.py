@@ -1,0 +1,83 @@
+"""``python -m classy_fast.train``: train (or evaluate) a classifier from a config.
+
+With no arguments it trains the embedded default (a small ResNet on the bundled Fashion-MNIST
+subset) on CUDA when available, else on the CPU, and writes OUTPUT/config.yaml,
+OUTPUT/metrics.jsonl (+ .csv) and OUTPUT/checkpoints/last.pt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from typing import List, Optional
+
+from .checkpoint import CheckpointError, find_resume_checkpoint, load_checkpoint
+from .config import ConfigError, TrainConfig, load_config
+
+log = logging.getLogger("classy_fast")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m classy_fast.train", description=__doc__.splitlines()[0])
+    p.add_argument("--config", help="YAML or JSON config file (defaults: the embedded default run)")
+    p.add_argument("--epochs", type=int, help="number of train phases")
+    p.add_argument("--batch-size", type=int, help="training batch size per process")
+    p.add_argument("--lr", type=float, help="peak learning rate")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--amp", choices=["auto", "bf16", "fp16", "none"])
+    p.add_argument("--seed", type=int)
+    p.add_argument("--output-dir", help="where config, metrics and checkpoints go")
+    p.add_argument("--resume", help="checkpoint path, or 'auto' for OUTPUT/checkpoints/last.pt if present")
+    p.add_argument("--eval-only", action="store_true", help="only run the test phase (with --resume PATH)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any config key, e.g. --set optimizer.lr=0.2 --set model.name=resnet18")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    flags = {
+        "epochs": args.epochs, "data.batch_size": args.batch_size, "optimizer.lr": args.lr, "device": args.device,
+        "amp": args.amp, "seed": args.seed, "output_dir": args.output_dir, "resume": args.resume,
+    }
+    overrides = [f"{k}={v}" for k, v in flags.items() if v is not None]
+    if args.eval_only:
+        overrides.append("test_only=true")
+    return load_config(args.config, overrides + list(args.overrides))
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    args = build_parser().parse_args(argv)
+    try:
+        cfg = config_from_args(args)
+        from .task import ClassificationTask, NonFiniteLossError
+
+        resume_path = find_resume_checkpoint(cfg.resume, cfg.output_dir)
+        state = load_checkpoint(resume_path) if resume_path else None
+        if cfg.test_only and state is None:
+            log.warning("evaluating an untrained model: pass --resume PATH to evaluate a checkpoint")
+        task = ClassificationTask(cfg)
+        if state is not None:
+            task.load_state_dict(state, weights_only=cfg.test_only)
+            log.info("resumed from %s (phase %d, step %d)", resume_path, task.phase_index, task.step_in_phase)
+        log.info("training on %s, amp=%s; outputs in %s", task.device, task.precision.mode,
+                 os.path.abspath(cfg.output_dir))
+        metrics = task.run()
+    except (ConfigError, CheckpointError, FileNotFoundError, ValueError, KeyError) as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"error: {msg}", file=sys.stderr)
+        return 2
+    except NonFiniteLossError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 3
+    out = os.path.abspath(cfg.output_dir)
+    print(f"done: test top1={metrics.get('top1', float('nan')):.4f} loss={metrics.get('loss', float('nan')):.4f}")
+    print(f"outputs: {out}/config.yaml, {out}/metrics.jsonl, {out}/metrics.csv"
+          + ("" if cfg.test_only else f", {out}/checkpoints/last.pt"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,63 @@
+"""The CLI end to end, in a subprocess, on a tiny config."""
+
+import json
+import os
+import subprocess
+import sys
+
+import yaml
+
+from ..conftest import tiny_config_dict
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def run_cli(*args, cwd):
+    env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "classy_fast.train", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_cli_trains_and_writes_outputs(tmp_path):
+    cfg_path = tmp_path / "tiny.yaml"
+    cfg_path.write_text(yaml.safe_dump(tiny_config_dict(tmp_path / "ignored")))
+    out = tmp_path / "out"
+    r = run_cli("--config", str(cfg_path), "--epochs", "2", "--lr", "0.05", "--output-dir", str(out),
+                "--set", "hooks.log_interval=3", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert f"outputs: {out}" in r.stdout
+    phases = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [(p["phase_type"], p["epoch"]) for p in phases] == [("train", 0), ("test", 0), ("train", 1), ("test", 1)]
+    for p in phases:
+        assert {"phase_type", "epoch", "loss", "top1", "top5", "lr", "images_per_sec", "seconds"} <= p.keys()
+    resolved = yaml.safe_load((out / "config.yaml").read_text())
+    assert resolved["epochs"] == 2 and resolved["optimizer"]["lr"] == 0.05 and resolved["hooks"]["log_interval"] == 3
+    assert (out / "checkpoints" / "last.pt").exists()
+    assert (out / "metrics.csv").read_text().startswith("phase_type,epoch,loss,top1")
+
+    # --eval-only --resume evaluates the checkpoint and reproduces the final test accuracy
+    r2 = run_cli("--config", str(cfg_path), "--eval-only", "--resume", str(out / "checkpoints" / "last.pt"),
+                 "--output-dir", str(tmp_path / "eval"), cwd=tmp_path)
+    assert r2.returncode == 0, r2.stderr
+    evaluated = json.loads((tmp_path / "eval" / "metrics.jsonl").read_text())
+    assert evaluated["top1"] == phases[-1]["top1"]
+
+
+def test_cli_config_errors_are_clear(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("optimizer:\n  momentun: 0.9\n")
+    r = run_cli("--config", str(bad), cwd=tmp_path)
+    assert r.returncode == 2 and "bad.yaml" in r.stderr and "optimizer.momentun" in r.stderr
+    assert "Traceback" not in r.stderr
+    r = run_cli("--config", str(tmp_path / "missing.yaml"), cwd=tmp_path)
+    assert r.returncode == 2 and "missing.yaml" in r.stderr and "Traceback" not in r.stderr
+    r = run_cli("--set", "model.name=no_such_net", "--output-dir", str(tmp_path / "o"), cwd=tmp_path)
+    assert r.returncode == 2 and "no_such_net" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_cli_refuses_corrupt_checkpoint_and_leaves_it(tmp_path):
+    ckpt = tmp_path / "last.pt"
+    ckpt.write_bytes(b"PK\x03\x04 truncated")
+    r = run_cli("--resume", str(ckpt), "--output-dir", str(tmp_path / "o"), cwd=tmp_path)
+    assert r.returncode == 2 and "last.pt" in r.stderr and "not a readable checkpoint" in r.stderr
+    assert ckpt.read_bytes() == b"PK\x03\x04 truncated"

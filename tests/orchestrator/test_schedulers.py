@@ -1,0 +1,64 @@
+import math
+
+import pytest
+import torch
+
+from classy_fast.config import ConfigError, SchedulerConfig
+from classy_fast.schedulers import LearningRateController, build_schedule
+
+
+def sched(epochs=10, **kw):
+    kw.setdefault("warmup_epochs", 0.0)
+    return build_schedule(SchedulerConfig(**kw), epochs)
+
+
+def test_constant_step_multistep():
+    assert sched(name="constant")(0.7) == 1.0
+    s = sched(name="step", step_size_epochs=3, gamma=0.5)
+    assert [s(w) for w in (0.0, 0.29, 0.3, 0.6, 0.95)] == pytest.approx([1, 1, 0.5, 0.25, 0.125])
+    m = sched(name="multistep", milestones_epochs=[2, 7], gamma=0.1)
+    assert [m(w) for w in (0.1, 0.2, 0.5, 0.7, 0.99)] == pytest.approx([1, 0.1, 0.1, 0.01, 0.01])
+
+
+def test_cosine_linear_polynomial():
+    c = sched(name="cosine", end_factor=0.1)
+    assert c(0.0) == pytest.approx(1.0) and c(1.0) == pytest.approx(0.1)
+    assert c(0.5) == pytest.approx(0.1 + 0.9 * 0.5)
+    assert sched(name="linear", end_factor=0.0)(0.25) == pytest.approx(0.75)
+    assert sched(name="polynomial", power=2.0, end_factor=0.0)(0.5) == pytest.approx(0.25)
+
+
+def test_warmup_then_cosine():
+    s = sched(epochs=10, name="cosine", warmup_epochs=2, warmup_start_factor=0.1)
+    assert s(0.0) == pytest.approx(0.1)
+    assert s(0.1) == pytest.approx(0.55)  # halfway through warmup
+    assert s(0.2) == pytest.approx(1.0)
+    assert s(0.6) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.5)))
+    with pytest.raises(ConfigError, match="warmup"):
+        sched(epochs=2, name="cosine", warmup_epochs=2)
+
+
+def test_composite():
+    s = sched(name="composite", schedules=[
+        {"name": "linear", "length": 0.25, "end_factor": 0.5},
+        {"name": "constant", "length": 0.75},
+    ])
+    assert s(0.0) == pytest.approx(1.0) and s(0.125) == pytest.approx(0.75) and s(0.9) == 1.0
+    with pytest.raises(ConfigError, match="add up to 1"):
+        sched(name="composite", schedules=[{"name": "constant", "length": 0.5}])
+    with pytest.raises(ConfigError, match=r"unknown key 'scheduler\.schedules\[0\]\.gama'"):
+        sched(name="composite", schedules=[{"name": "constant", "length": 1.0, "gama": 1}])
+
+
+def test_controller_writes_device_tensor_in_place():
+    p = torch.nn.Parameter(torch.zeros(2))
+    lr = torch.tensor(0.4)
+    opt = torch.optim.SGD([{"params": [p], "lr": lr, "base_lr": 0.4}], lr=0.4)
+    ctl = LearningRateController(opt, sched(epochs=2, name="linear", end_factor=0.0), 2, updates_per_epoch=5)
+    ctl.set_for_update(5)  # halfway
+    assert opt.param_groups[0]["lr"] is lr and lr.item() == pytest.approx(0.2)
+    epoch_ctl = LearningRateController(opt, sched(epochs=2, name="linear", end_factor=0.0), 2, 5, "epoch")
+    epoch_ctl.set_for_update(4)
+    assert lr.item() == pytest.approx(0.4)
+    epoch_ctl.set_for_update(7)
+    assert lr.item() == pytest.approx(0.2)

@@ -1,0 +1,153 @@
+"""Whole runs of the task on a tiny synthetic problem: resume equality, crash recovery, NaN stop, test-only."""
+
+import os
+
+import pytest
+import torch
+
+from classy_fast.checkpoint import load_checkpoint
+from classy_fast.config import config_from_dict
+from classy_fast.hooks import ClassyHook, build_hooks
+from classy_fast.registry import LOSSES
+from classy_fast.task import ClassificationTask, NonFiniteLossError
+
+from ..conftest import tiny_config_dict
+
+
+class Interrupt(Exception):
+    pass
+
+
+class InterruptAt(ClassyHook):
+    """Simulates the process dying: raises after a given train step or at the end of a given train phase."""
+
+    def __init__(self, step=None, phases=None):
+        self.step, self.phases = step, phases
+
+    def on_step(self, task):
+        if self.step is not None and task.in_train_phase and task.num_updates == self.step:
+            raise Interrupt
+
+    def on_phase_end(self, task):
+        if self.phases is not None and task.train_phases_done == self.phases and task.phase["type"] == "train":
+            raise Interrupt
+
+
+def make_task(cfg_dict, extra_hooks=(), resume=True):
+    cfg = config_from_dict(cfg_dict, "test")
+    task = ClassificationTask(cfg, hooks=build_hooks(cfg) + list(extra_hooks))
+    last = os.path.join(cfg.output_dir, "checkpoints", "last.pt")
+    if resume and os.path.exists(last):
+        task.load_state_dict(load_checkpoint(last))
+    return task
+
+
+def weights(task):
+    return {k: v.clone() for k, v in task.model.state_dict().items()}
+
+
+def assert_bitwise_equal(a, b):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_resume_after_one_epoch_is_bitwise_identical(tmp_path):
+    torch.set_num_threads(1)
+    straight = make_task(tiny_config_dict(tmp_path / "a"))
+    straight.run()
+    with pytest.raises(Interrupt):
+        make_task(tiny_config_dict(tmp_path / "b"), [InterruptAt(phases=1)]).run()
+    resumed = make_task(tiny_config_dict(tmp_path / "b"))
+    assert resumed.phase_index == 1 and resumed.train_phases_done == 1
+    final = resumed.run()
+    assert_bitwise_equal(weights(straight), weights(resumed))
+    assert final == pytest.approx({**straight.last_phase_metrics, "images_per_sec": final["images_per_sec"],
+                                   "seconds": final["seconds"], "data_wait_pct": final["data_wait_pct"]})
+
+
+def test_killed_mid_epoch_resumes_from_last_step_checkpoint(tmp_path):
+    torch.set_num_threads(1)
+    d = tiny_config_dict(tmp_path / "a", hooks={"progress_bar": False, "log_interval": 2, "model_complexity": False,
+                                                "checkpoint": {"every_n_steps": 2}})
+    straight = make_task(d)
+    straight.run()
+    d_b = {**d, "output_dir": str(tmp_path / "b")}
+    with pytest.raises(Interrupt):
+        make_task(d_b, [InterruptAt(step=9)]).run()  # 6 steps/epoch: dies at epoch 2 step 3
+    state = load_checkpoint(str(tmp_path / "b" / "checkpoints" / "last.pt"))
+    assert state["progress"]["num_updates"] == 8 and state["progress"]["step_in_phase"] == 2
+    resumed = make_task(d_b)
+    resumed.run()
+    assert_bitwise_equal(weights(straight), weights(resumed))
+    lines = (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 4  # train 1, test 1, (interrupted train 2 not written), train 2, test 2
+
+
+@LOSSES.register("nan_after_5_calls", override=True)
+def _nan_after(cfg):
+    calls = {"n": 0}
+
+    def loss(logits, target):
+        calls["n"] += 1
+        value = torch.nn.functional.cross_entropy(logits, target)
+        return value * float("nan") if calls["n"] > 5 else value
+
+    return loss
+
+
+def test_nan_loss_stops_with_step_and_keeps_good_checkpoint(tmp_path):
+    d = tiny_config_dict(tmp_path / "n", loss={"name": "nan_after_5_calls"},
+                         hooks={"progress_bar": False, "log_interval": 4, "model_complexity": False,
+                                "checkpoint": {"every_n_steps": 3}})
+    task = make_task(d)
+    with pytest.raises(NonFiniteLossError, match="global step 6"):
+        task.run()
+    state = load_checkpoint(str(tmp_path / "n" / "checkpoints" / "last.pt"))
+    assert state["progress"]["num_updates"] == 3  # the step-6 save was refused; step 3's file is intact
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_test_only_run_from_train_checkpoint(tmp_path):
+    trained = make_task(tiny_config_dict(tmp_path / "t"))
+    final = trained.run()
+    cfg = config_from_dict(tiny_config_dict(tmp_path / "e", test_only=True), "test")
+    evaluator = ClassificationTask(cfg, hooks=build_hooks(cfg))
+    evaluator.load_state_dict(load_checkpoint(str(tmp_path / "t" / "checkpoints" / "last.pt")), weights_only=True)
+    result = evaluator.run()
+    assert evaluator.train_data is None and result["phase_type"] == "test"
+    assert result["top1"] == final["top1"] and result["loss"] == pytest.approx(final["loss"], rel=1e-6)
+    assert not (tmp_path / "e" / "checkpoints" / "last.pt").exists()
+
+
+def test_training_learns_and_writes_outputs(tmp_path):
+    d = tiny_config_dict(tmp_path / "l", epochs=4, optimizer={"lr": 0.1},
+                         data={**tiny_config_dict("x")["data"], "synthetic_train_size": 256, "augment": False})
+    result = make_task(d).run()
+    assert result["top1"] > 0.9  # fixed prototypes + noise are easy once learned (shifted crops would not be)
+    for name in ("config.yaml", "metrics.jsonl", "metrics.csv", "checkpoints/last.pt"):
+        assert (tmp_path / "l" / name).exists(), name
+
+
+def test_grad_clipping_in_task_logs_norm(tmp_path):
+    d = tiny_config_dict(tmp_path / "c", epochs=1, optimizer={"lr": 0.05, "max_grad_norm": 1e-3, "fused": "torch"})
+    task = make_task(d)
+    task.run()
+    assert task.grad_norm is not None and task.grad_norm.item() > 1e-3  # the pre-clip norm is reported
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_train_step_never_syncs(tmp_path):
+    d = tiny_config_dict(tmp_path / "g", device="cuda", amp="bf16")
+    task = make_task(d)
+    task.phase = task.phases[0]
+    images, target = next(iter(task.train_data))
+    task.train_step(images, target)  # first step: lazy init (cuBLAS handles, optimizer state)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for _ in range(3):
+            task.train_step(images, target)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
