@@ -1,0 +1,33 @@
+# Quick start (README): `make train` sets up .venv and trains the embedded default; `make test` runs the tests.
+PYTHON ?= python3
+VENV ?= .venv
+# This machine type installs these CUDA 13.0 builds from local disk; override for other platforms.
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+# CUDA kernels compile wherever nvcc is found (they run only on a GPU); 9.0 = H100/H200.
+export CUDA_HOME ?= /usr/local/cuda
+export TORCH_CUDA_ARCH_LIST ?= 8.0;9.0
+export MAX_JOBS ?= 2
+STAMP := $(VENV)/.classy_fast-installed
+SOURCES := setup.py pyproject.toml $(wildcard csrc/*.cpp csrc/*/*.cpp csrc/cuda/*.cu csrc/include/*/*.h csrc/include/*/*/*.h csrc/include/*/*/*.cuh)
+ARGS ?=
+
+.PHONY: setup train test bench-cpu clean
+
+setup: $(STAMP)
+
+$(STAMP): $(SOURCES)
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip setuptools wheel
+	$(VENV)/bin/pip install -q $(TORCH_SPEC) numpy pyyaml tqdm ninja pytest pytest-benchmark expecttest
+	$(VENV)/bin/pip install -q --no-build-isolation --no-deps -e .
+	$(VENV)/bin/python -m classy_fast.info
+	touch $@
+
+train: setup
+	$(VENV)/bin/python -m classy_fast.train $(ARGS)
+
+test: setup
+	$(VENV)/bin/python -m pytest -q -p no:cacheprovider $(ARGS)
+
+clean:
+	rm -rf build classy_fast/*.so classy_fast.egg-info $(STAMP)
