@@ -124,9 +124,19 @@ class ClassificationTask:
 
     # ------------------------------------------------------------------ steps
     def train_step(self, images: torch.Tensor, target: Any) -> None:
-        """Forward, loss, backward, (unscale, clip,) optimizer step, lr write, meters: no host sync."""
+        """One optimizer update: device work (``device_train_step``) then host bookkeeping. No host sync."""
         images = images.to(self.device, non_blocking=True)
         target = _to_device(target, self.device)
+        self.device_train_step(images, target)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.after_update(images.shape[0])
+
+    def device_train_step(self, images: torch.Tensor, target: Any) -> None:
+        """Forward, loss, backward, (unscale, clip,) optimizer step, meters: device work only.
+
+        Everything here may be captured in a CUDA graph (``classy_fast.cuda_graphs``): no host
+        reads, no Python decisions on tensor values, no new host-side state per call.
+        """
         with self.precision.autocast():
             logits = self.model(images)
             loss = self.loss(logits, target)
@@ -142,12 +152,15 @@ class ClassificationTask:
             scaler.update()
         else:
             self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
         if hasattr(self.optimizer, "last_grad_norm"):
             self.grad_norm = self.optimizer.last_grad_norm
+        self._update_meters(logits, target, loss)
+
+    def after_update(self, batch_size: int) -> None:
+        """Host bookkeeping after an optimizer update: counters, the next step's lr (a device fill)."""
         self.num_updates += 1
         self.lr.set_for_update(self.num_updates)
-        self._update_meters(logits, target, loss, images.shape[0])
+        self.throughput.update(batch_size)
 
     @torch.inference_mode()
     def eval_step(self, images: torch.Tensor, target: Any) -> None:
@@ -156,17 +169,17 @@ class ClassificationTask:
         with self.precision.autocast():
             logits = self.model(images)
             loss = self.loss(logits, target)
-        self._update_meters(logits, target, loss, images.shape[0])
+        self._update_meters(logits, target, loss)
+        self.throughput.update(images.shape[0])
 
-    def _update_meters(self, logits: torch.Tensor, target: Any, loss: torch.Tensor, batch_size: int) -> None:
+    def _update_meters(self, logits: torch.Tensor, target: Any, loss: torch.Tensor) -> None:
         logits = logits.detach().float()
         # Mixup targets (a, b, lam): accuracy counts against target_a, the mixing recipe's dominant one.
         dense = target[0] if isinstance(target, (tuple, list)) else target
         for meter in self.meters:
             meter.update(logits, dense)
         self._step_tensor += 1
-        self.loss_meter.update_loss(loss, batch_size, self._step_tensor)
-        self.throughput.update(batch_size)
+        self.loss_meter.update_loss(loss, logits.shape[0], self._step_tensor)
 
     # ------------------------------------------------------------------ phases
     def run(self) -> Dict[str, Any]:
