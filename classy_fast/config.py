@@ -218,6 +218,8 @@ class TrainConfig:
     """Checkpoint path, or 'auto' for OUTPUT/checkpoints/last.pt when it exists."""
     channels_last: bool = False
     """Use the channels_last memory format for model and inputs."""
+    cuda_graphs: bool = False
+    """Capture the whole train step as a CUDA graph after warm-up (falls back to eager, saying why, where it cannot)."""
     num_threads: int = 0
     """torch CPU threads (0: torch's default)."""
     model: ModelConfig = field(default_factory=ModelConfig)

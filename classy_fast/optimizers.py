@@ -79,8 +79,11 @@ def sgd(groups: List[Dict], cfg: OptimizerConfig) -> torch.optim.Optimizer:
     fused = _fused("sgd", groups, cfg)
     if fused is not None:
         return fused
+    # torch's fused CUDA SGD: one launch per dtype/device group, tensor lr, GradScaler without a host sync.
+    kwargs = {"fused": True} if groups[0]["params"][0].is_cuda else {}
+    kwargs.update(cfg.kwargs)
     return torch.optim.SGD(_plain_groups(groups), lr=cfg.lr, momentum=cfg.momentum, dampening=cfg.dampening,
-                           nesterov=cfg.nesterov, weight_decay=cfg.weight_decay, maximize=cfg.maximize, **cfg.kwargs)
+                           nesterov=cfg.nesterov, weight_decay=cfg.weight_decay, maximize=cfg.maximize, **kwargs)
 
 
 @OPTIMIZERS.register("adamw")

@@ -13,11 +13,10 @@ intervals and phase ends only.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import random
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 import torch
@@ -26,7 +25,9 @@ from . import distributed
 from .amp import Precision
 from .checkpoint import CHECKPOINT_FORMAT, rng_state, set_rng_state
 from .config import TrainConfig, config_to_dict, save_config
+from .cuda_graphs import build_train_step
 from .data import build_data
+from .device import resolve_device, to_device
 from .hooks import ClassyHook, build_hooks
 from .losses import build_loss
 from .meters import LossMeter, ThroughputMeter, build_meters
@@ -39,16 +40,6 @@ log = logging.getLogger("classy_fast")
 
 class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or inf; the message names the first such step."""
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' requested but torch.cuda.is_available() is False")
-    if name == "cuda" and distributed.is_distributed():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-    return torch.device(name)
 
 
 def seed_everything(seed: int) -> None:
@@ -90,6 +81,7 @@ class ClassificationTask:
         self.loss_meter = LossMeter(self.device)
         self.throughput = ThroughputMeter()
         self.hooks = build_hooks(cfg) if hooks is None else hooks
+        self._train_step = build_train_step(self)  # eager, or a CUDA-graph replay of device_train_step
 
         # Progress. ``phase_index`` is the phase to run next (or running); the counters are host ints
         # except ``_step_tensor``, the device-side copy of the global step used to locate a bad loss.
@@ -126,7 +118,7 @@ class ClassificationTask:
     def train_step(self, images: torch.Tensor, target: Any) -> None:
         """One optimizer update: device work (``device_train_step``) then host bookkeeping. No host sync."""
         images = images.to(self.device, non_blocking=True)
-        target = _to_device(target, self.device)
+        target = to_device(target, self.device)
         self.device_train_step(images, target)
         self.optimizer.zero_grad(set_to_none=True)
         self.after_update(images.shape[0])
@@ -165,7 +157,7 @@ class ClassificationTask:
     @torch.inference_mode()
     def eval_step(self, images: torch.Tensor, target: Any) -> None:
         images = images.to(self.device, non_blocking=True)
-        target = _to_device(target, self.device)
+        target = to_device(target, self.device)
         with self.precision.autocast():
             logits = self.model(images)
             loss = self.loss(logits, target)
@@ -214,7 +206,7 @@ class ClassificationTask:
         self.phase_length = len(data)
         self.model.train(train)
         self._call("on_phase_start")
-        step = self.train_step if train else self.eval_step
+        step = self._train_step if train else self.eval_step
         log_interval = self.cfg.hooks.log_interval
         batches = iter(data)
         while True:
@@ -319,8 +311,3 @@ class ClassificationTask:
         for hook in self.hooks:
             getattr(hook, event)(self)
 
-
-def _to_device(target: Any, device: torch.device) -> Any:
-    if isinstance(target, (tuple, list)):
-        return type(target)(_to_device(t, device) for t in target)
-    return target.to(device, non_blocking=True) if torch.is_tensor(target) else target

@@ -10,7 +10,7 @@ Nothing here reads a tensor back to the host.
 
 from __future__ import annotations
 
-from typing import Dict, Iterator, Optional, Sequence, Tuple
+from typing import Dict, Iterator, Sequence, Tuple
 
 import torch
 

@@ -1,0 +1,67 @@
+"""Whole-step CUDA graphs: the CPU fallback here; graphed-vs-eager equality on a GPU."""
+
+import logging
+
+import pytest
+import torch
+
+from classy_fast.config import config_from_dict
+from classy_fast.cuda_graphs import GraphedTrainStep, unsupported_reason
+from classy_fast.task import ClassificationTask
+
+from ..conftest import tiny_config_dict
+
+def make_task(tmp_path, name, **top):
+    d = tiny_config_dict(tmp_path / name, **top)
+    d["hooks"] = {"progress_bar": False, "log_interval": 0, "model_complexity": False,
+                  "checkpoint": {"enabled": False}, "metrics_files": False}
+    return ClassificationTask(config_from_dict(d, "test"))
+
+
+def test_cpu_run_says_why_and_trains_eagerly(tmp_path, caplog):
+    with caplog.at_level(logging.WARNING, logger="classy_fast"):
+        task = make_task(tmp_path, "cpu", cuda_graphs=True)
+    assert "CUDA graphs need a CUDA device" in caplog.text and "training eagerly" in caplog.text
+    assert not isinstance(task._train_step, GraphedTrainStep)
+    result = task.run()
+    assert result["phase_type"] == "test" and 0.0 <= result["top1"] <= 1.0
+
+
+def test_reason_for_dynamic_shapes(tmp_path):
+    task = make_task(tmp_path, "dyn", data={**tiny_config_dict("x")["data"], "drop_last": False})
+    task.device = torch.device("cuda")  # pretend: only the shape rule should speak
+    assert "static shapes" in unsupported_reason(task)
+
+
+def run_steps(task, batches, graphed, lr_change_at=None):
+    task.phase = task.phases[0]
+    task.model.train()
+    step = GraphedTrainStep(task, warmup_steps=2) if graphed else task.train_step
+    for i, (x, y) in enumerate(batches):
+        if lr_change_at is not None and i == lr_change_at:
+            for g in task.optimizer.param_groups:
+                g["base_lr"] *= 10  # the scheduler writes base_lr × factor into the device lr before each step
+            task.lr.last_factor = float("nan")
+            task.lr.set_for_update(task.num_updates)
+        step(x, y)
+    torch.cuda.synchronize()
+    return {k: v.detach().float().cpu() for k, v in task.model.state_dict().items()}, task.loss_meter.value()["loss"]
+
+
+@pytest.mark.parametrize("amp", ["none", "bf16"])
+@pytest.mark.parametrize("lr_change_at", [None, 4])
+@pytest.mark.cuda
+def test_graphed_and_eager_training_match(tmp_path, amp, lr_change_at):
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    d = dict(device="cuda", amp=amp, seed=11)
+    eager = make_task(tmp_path, "e", **d)
+    graphed = make_task(tmp_path, "g", **d)
+    batches = [b for _, b in zip(range(7), eager.train_data)]
+    w_eager, loss_eager = run_steps(eager, batches, graphed=False, lr_change_at=lr_change_at)
+    w_graph, loss_graph = run_steps(graphed, batches, graphed=True, lr_change_at=lr_change_at)
+    tol = 1e-5 if amp == "none" else 2e-2
+    for k in w_eager:
+        torch.testing.assert_close(w_graph[k], w_eager[k], rtol=tol, atol=tol, msg=k)
+    assert loss_graph == pytest.approx(loss_eager, rel=tol)
+    assert graphed.num_updates == eager.num_updates == 7
