@@ -1,0 +1,190 @@
+"""``python -m classy_fast.bench``: training throughput, classy_fast against a hand-written loop.
+
+In one process, on one device, one after another, on the same device-resident synthetic batches:
+
+1. ``baseline``: what a careful user writes by hand: a torchvision model, ``torch.optim.SGD``
+   (``fused=True`` on CUDA), ``F.cross_entropy(label_smoothing=0.1)``, autocast, channels_last, a
+   plain Python loop;
+2. ``eager``: classy_fast's task step (fused loss and optimizer where built, device meters, device lr);
+3. ``graphs``: the same with the whole step captured as a CUDA graph (CUDA only);
+4. ``compile`` (with ``--compile``): the task step with ``torch.compile`` on the model.
+
+Each mode runs ``--warmup`` steps, then ``--windows`` windows of ``--steps`` steps timed with CUDA
+events (host clock on CPU); the figure is the median window's images/s, and the ratio is to the
+baseline of the same run. A JSON record (device, torch version, config, figures) is written with
+``--json``. On CPU use a small model (``--model small_resnet --image-size 32``) — CI smoke-tests it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import logging
+import statistics
+import sys
+import time
+from typing import Callable, Dict, List
+
+import torch
+import torch.nn.functional as F
+
+log = logging.getLogger("classy_fast")
+
+
+def make_batches(n: int, batch_size: int, channels: int, size: int, num_classes: int, device: torch.device):
+    g = torch.Generator(device="cpu").manual_seed(0)
+    return [(torch.randn(batch_size, channels, size, size, generator=g).to(device),
+             torch.randint(0, num_classes, (batch_size,), generator=g).to(device)) for _ in range(n)]
+
+
+def time_mode(step: Callable, batches, warmup: int, steps: int, windows: int, device: torch.device) -> List[float]:
+    """Images/s of each timed window (after warm-up)."""
+    bs = batches[0][0].shape[0]
+    for i in range(warmup):
+        step(*batches[i % len(batches)])
+    rates = []
+    for _ in range(windows):
+        if device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            for i in range(steps):
+                step(*batches[i % len(batches)])
+            end.record()
+            end.synchronize()
+            seconds = start.elapsed_time(end) / 1e3
+        else:
+            t0 = time.perf_counter()
+            for i in range(steps):
+                step(*batches[i % len(batches)])
+            seconds = time.perf_counter() - t0
+        rates.append(steps * bs / seconds)
+    return rates
+
+
+def baseline_step(args, device: torch.device, num_classes: int) -> Callable:
+    from .config import ModelConfig
+    from .models import build_model
+
+    model = build_model(ModelConfig(name=args.model), num_classes, 3).to(device)
+    if args.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    kwargs = {"fused": True} if device.type == "cuda" else {}
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-5, **kwargs)
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.amp)
+    scaler = torch.amp.GradScaler(device.type) if args.amp == "fp16" else None
+
+    def step(x, y):
+        if args.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            loss = F.cross_entropy(model(x), y, label_smoothing=0.1)
+        opt.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+        else:
+            loss.backward()
+            opt.step()
+
+    return step
+
+
+def classy_task(args, device: torch.device, num_classes: int, cuda_graphs: bool, compile_model: bool):
+    from .config import config_from_dict
+    from .task import ClassificationTask
+
+    cfg = config_from_dict({
+        "device": device.type, "amp": args.amp, "channels_last": args.channels_last, "cuda_graphs": cuda_graphs,
+        "epochs": 1000,  # the lr schedule only needs a long horizon here
+        "model": {"name": args.model},
+        "data": {"name": "synthetic", "image_size": args.image_size, "num_classes": num_classes, "channels": 3,
+                 "batch_size": args.batch_size, "test_batch_size": args.batch_size,
+                 "synthetic_train_size": args.batch_size, "synthetic_test_size": args.batch_size},
+        "loss": {"label_smoothing": 0.1},
+        "optimizer": {"name": "sgd", "lr": 0.1, "weight_decay": 5e-5},
+        "hooks": {"progress_bar": False, "log_interval": 0, "metrics_files": False, "model_complexity": False,
+                  "checkpoint": {"enabled": False}},
+    }, "bench")
+    task = ClassificationTask(cfg)
+    if compile_model:
+        task.model = torch.compile(task.model)
+    task.phase = task.phases[0]
+    task.model.train()
+    return task
+
+
+def run(args) -> Dict:
+    device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    modes = ["baseline", "eager"] + (["graphs"] if device.type == "cuda" else []) + (["compile"] if args.compile else [])
+    if args.modes:
+        modes = [m for m in args.modes.split(",") if m]
+    batches = make_batches(args.distinct_batches, args.batch_size, 3, args.image_size, args.num_classes, device)
+    if args.channels_last:  # as a channels_last data pipeline would deliver them, for every mode alike
+        batches = [(x.contiguous(memory_format=torch.channels_last), y) for x, y in batches]
+    results: Dict[str, Dict] = {}
+    for mode in modes:
+        torch.manual_seed(0)
+        if mode == "baseline":
+            step = baseline_step(args, device, args.num_classes)
+        else:
+            task = classy_task(args, device, args.num_classes, cuda_graphs=mode == "graphs", compile_model=mode == "compile")
+            step = task._train_step
+        rates = time_mode(step, batches, args.warmup, args.steps, args.windows, device)
+        results[mode] = {"images_per_sec": statistics.median(rates), "windows": rates}
+        step = task = None
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    base = results.get("baseline", {}).get("images_per_sec")
+    for r in results.values():
+        r["ratio_to_baseline"] = r["images_per_sec"] / base if base else None
+    return {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "torch": torch.__version__,
+        "config": {k: v for k, v in vars(args).items() if k != "json"},
+        "results": results,
+    }
+
+
+def print_table(record: Dict) -> None:
+    cfg = record["config"]
+    print(f"# {cfg['model']} bs={cfg['batch_size']} {cfg['image_size']}px amp={cfg['amp']} "
+          f"channels_last={cfg['channels_last']} on {record['device']} (torch {record['torch']})")
+    print(f"{'mode':<10} {'img/s':>10} {'vs baseline':>12}")
+    for mode, r in record["results"].items():
+        ratio = f"{r['ratio_to_baseline']:.2f}x" if r["ratio_to_baseline"] else "-"
+        print(f"{mode:<10} {r['images_per_sec']:>10.1f} {ratio:>12}")
+
+
+def main(argv=None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    p = argparse.ArgumentParser(prog="python -m classy_fast.bench", description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="resnet50")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--image-size", type=int, default=224)
+    p.add_argument("--num-classes", type=int, default=1000)
+    p.add_argument("--amp", choices=["bf16", "fp16", "none"], default="bf16")
+    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--steps", type=int, default=20, help="steps per timed window")
+    p.add_argument("--windows", type=int, default=5, help="timed windows (the median is reported)")
+    p.add_argument("--warmup", type=int, default=15, help="untimed steps first (graph capture happens here)")
+    p.add_argument("--distinct-batches", type=int, default=4)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--compile", action="store_true", help="also time the task step with torch.compile")
+    p.add_argument("--modes", default="", help="comma list to run a subset: baseline,eager,graphs,compile")
+    p.add_argument("--json", help="write the record to this file")
+    args = p.parse_args(argv)
+    record = run(args)
+    print_table(record)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(record, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
