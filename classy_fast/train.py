@@ -78,7 +78,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     out = os.path.abspath(cfg.output_dir)
     print(f"done: test top1={metrics.get('top1', float('nan')):.4f} loss={metrics.get('loss', float('nan')):.4f}")
     print(f"outputs: {out}/config.yaml, {out}/metrics.jsonl, {out}/metrics.csv"
-          + ("" if cfg.test_only else f", {out}/checkpoints/last.pt"))
+          + ("" if cfg.test_only or not cfg.hooks.checkpoint.enabled else f", {out}/checkpoints/last.pt"))
     return 0
 
 

@@ -15,10 +15,11 @@ from .metrics_files import MetricsFilesHook
 from .profiler import ProfilerHook
 from .progress import ProgressBarHook
 from .tensorboard import TensorboardHook
+from .time_to_accuracy import TimeToAccuracyHook
 
 __all__ = [
     "ClassyHook", "CheckpointHook", "ConsoleLoggerHook", "MetricsFilesHook", "ModelComplexityHook",
-    "ProfilerHook", "ProgressBarHook", "TensorboardHook", "build_hooks",
+    "ProfilerHook", "ProgressBarHook", "TensorboardHook", "TimeToAccuracyHook", "build_hooks",
 ]
 
 HOOKS.register("checkpoint", lambda cfg, run: CheckpointHook(os.path.join(run.output_dir, "checkpoints"), **cfg))
@@ -27,6 +28,7 @@ HOOKS.register("progress_bar", lambda cfg, run: ProgressBarHook(**cfg))
 HOOKS.register("metrics_files", lambda cfg, run: MetricsFilesHook(run.output_dir, **cfg))
 HOOKS.register("tensorboard", lambda cfg, run: TensorboardHook(run.output_dir, **cfg))
 HOOKS.register("model_complexity", lambda cfg, run: ModelComplexityHook(**cfg))
+HOOKS.register("time_to_accuracy", lambda cfg, run: TimeToAccuracyHook(**cfg))
 
 
 def build_hooks(cfg: TrainConfig) -> List[ClassyHook]:
