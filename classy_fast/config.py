@@ -17,6 +17,9 @@ from typing import Any, Dict, List, Literal, Optional, Tuple
 
 import yaml
 
+from .recipe_config import (EMAConfig, ExportConfig, FinetuneConfig, MixupConfig, PreciseBNConfig,
+                            PredictionsConfig)
+
 
 class ConfigError(ValueError):
     """A configuration problem, with the key and source in the message."""
@@ -41,7 +44,7 @@ class DataConfig:
     root: Optional[str] = None
     """Directory of the dataset files (for datasets read from disk)."""
     batch_size: int = 128
-    """Training batch size per process."""
+    """Training batch size per process; the global batch is batch_size × world size (number of processes)."""
     test_batch_size: int = 512
     """Evaluation batch size per process."""
     augment: bool = True
@@ -196,6 +199,36 @@ class HooksConfig:
     """torch.profiler trace."""
     extra: List[HookSpec] = field(default_factory=list)
     """User-registered hooks to add, by name with options."""
+    export: ExportConfig = field(default_factory=ExportConfig)
+    """Export the trained model (torch.export or TorchScript) at the end of the run."""
+    predictions: PredictionsConfig = field(default_factory=PredictionsConfig)
+    """Per-sample predictions of the last test phase as CSV (id, predicted, target)."""
+
+
+@dataclass
+class DistributedConfig:
+    """Multi-process training (torchrun / srun); ignored by a single process. See docs/distributed.md."""
+
+    backend: Literal["auto", "nccl", "gloo"] = "auto"
+    """Process-group backend: 'auto' is NCCL when training on CUDA, gloo on the CPU."""
+    timeout_seconds: int = 300
+    """A collective that waits longer than this fails, and a rank silent this long ends the job (naming it)."""
+    watchdog: bool = True
+    """Run the heartbeat thread that names a dead or hung rank and stops the survivors."""
+    find_unused_parameters: bool = False
+    """DDP: allow parameters that get no gradient in some steps (costs a graph traversal per step)."""
+    static_graph: bool = True
+    """DDP static_graph: the same parameters are used every step (lets DDP skip per-step bookkeeping); turn off for models whose graph changes."""
+    bucket_cap_mb: float = 25.0
+    """DDP gradient bucket size (MiB): all-reduces start as buckets fill, overlapping the backward pass."""
+    broadcast_buffers: Literal["forward", "before_eval", "off"] = "before_eval"
+    """Sync buffers (BN running stats) from rank 0: before every forward (torch's default), only before test phases, or never."""
+    grad_compression: Literal["none", "bf16", "fp16"] = "none"
+    """All-reduce gradients in bf16/fp16 (torch's default_hooks compress hooks): half the traffic, slightly less precise."""
+    sync_batchnorm: bool = False
+    """Convert BatchNorm layers to SyncBatchNorm: batch statistics over the global batch instead of each rank's share."""
+    zero_optimizer: bool = False
+    """Shard optimizer state across ranks with torch's ZeroRedundancyOptimizer (saves memory; checkpoints gather it on rank 0)."""
 
 
 @dataclass
@@ -236,6 +269,26 @@ class TrainConfig:
     """Meters updated every step and reported per phase (loss is always tracked)."""
     hooks: HooksConfig = field(default_factory=HooksConfig)
     """Hooks: checkpoints, logging, metrics files, ..."""
+    simulated_global_batch_size: Optional[int] = None
+    """Accumulate gradients to one optimizer update per this many samples (a multiple of data.batch_size × world size)."""
+    compile: bool = False
+    """torch.compile the forward pass and the loss (one graph; the fused ops stay in it)."""
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = "default"
+    """torch.compile mode when compile is on."""
+    tf32: bool = True
+    """Allow TensorFloat-32 for float32 matmuls and convolutions on CUDA (Ampere and newer)."""
+    cudnn_benchmark: bool = True
+    """Let cuDNN autotune its convolution algorithms per input shape."""
+    mixup: MixupConfig = field(default_factory=MixupConfig)
+    """Mixup / CutMix of training batches (off unless an alpha is set)."""
+    ema: EMAConfig = field(default_factory=EMAConfig)
+    """Exponential moving average of the weights, evaluated in test phases."""
+    precise_bn: PreciseBNConfig = field(default_factory=PreciseBNConfig)
+    """Recompute BatchNorm statistics at the end of each train phase."""
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    """Start from pretrained weights: new head, frozen trunk, head/trunk learning rates."""
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
+    """Multi-process (DDP) options; data.batch_size is per process, so the global batch is batch_size × world size."""
 
 
 # ----------------------------------------------------------------------------- loading
