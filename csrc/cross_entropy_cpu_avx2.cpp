@@ -12,6 +12,10 @@
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(CLASSY_FAST_NO_AVX2)
 #define CLASSY_FAST_HAVE_AVX2_ROWS 1
 #pragma GCC push_options
+// ATen's vec headers carry '#pragma unroll' (CUDA-style) and pass __m256 by value; ATen builds
+// them with these warnings off too.
+#pragma GCC diagnostic ignored "-Wunknown-pragmas"
+#pragma GCC diagnostic ignored "-Wpsabi"
 #pragma GCC target("avx2,fma,f16c,bmi,bmi2,lzcnt,popcnt")
 // g++ doesn't define the ISA macros for a target pragma, and sleef.h and at::vec declare
 // their 256-bit paths only under them; define the set the pragma enables.

@@ -123,19 +123,20 @@ void hard_forward_typed(const HardTargetRows& a, int64_t begin, int64_t end) {
     const float r = shift_of(x);
     float m, sum_y;
     row_max_and_shifted_sum(x, C, r, smooth, m, sum_y);
-    const float lse = m + std::log(row_sum_exp(x, C, m));
-    a.lse[i] = lse;
+    // lse - v is formed as (m - v) + log(s): rounding m + log(s) first would cost ~|lse| * 2^-24.
+    const float log_s = std::log(row_sum_exp(x, C, m));
+    a.lse[i] = m + log_s;
     const int64_t ta = a.target_a[i];
     if (a.has_ignore_index && ta == a.ignore_index) {
       a.loss[i] = 0.f;
       continue;
     }
-    float nll = lse - static_cast<float>(x[ta]);
+    float nll = (m - static_cast<float>(x[ta])) + log_s;
     if (a.target_b != nullptr) {
-      nll = a.lam * nll + (1.f - a.lam) * (lse - static_cast<float>(x[a.target_b[i]]));
+      nll = a.lam * nll + (1.f - a.lam) * ((m - static_cast<float>(x[a.target_b[i]])) + log_s);
     }
     float loss = smooth ? (1.f - eps) * nll : nll;
-    if (smooth) loss += eps * ((lse - r) - sum_y / static_cast<float>(C));
+    if (smooth) loss += eps * (((m - r) + log_s) - sum_y / static_cast<float>(C));
     a.loss[i] = loss;
   }
 }
@@ -207,10 +208,11 @@ void soft_forward_typed(const SoftTargetRows& a, int64_t begin, int64_t end) {
       sum_p += t;
       sum_py += t * (v - r);
     }
-    const float lse = m + std::log(row_sum_exp(x, C, m));
-    a.lse[i] = lse;
-    float loss = (1.f - eps) * (sum_p * (lse - r) - sum_py);
-    if (eps > 0.f) loss += eps * ((lse - r) - sum_y / static_cast<float>(C));
+    const float log_s = std::log(row_sum_exp(x, C, m));
+    a.lse[i] = m + log_s;
+    const float lse_r = (m - r) + log_s;  // lse - r without rounding lse first
+    float loss = (1.f - eps) * (sum_p * lse_r - sum_py);
+    if (eps > 0.f) loss += eps * (lse_r - sum_y / static_cast<float>(C));
     a.loss[i] = loss;
   }
 }

@@ -1,0 +1,271 @@
+"""Fused cross-entropy: one kernel forward, one kernel backward, fp32 math, any logits dtype.
+
+The forward kernel reads the logits once per row and saves only the per-row log-sum-exp; the
+backward recomputes the softmax from the logits and writes the gradient, optionally over the
+logits themselves (``inplace_backward=True``, for when nothing else needs them afterwards).
+Label smoothing, ignore_index, soft targets and mixup are handled in-kernel without
+materialising a [B, C] target. Kernels: csrc/cross_entropy.cpp (CPU), csrc/cuda/cross_entropy.cu.
+
+This module registers the fake (shape) kernels and autograd formulas of the C++ ops and holds
+the public wrappers, which reduce the per-row loss ('mean' | 'sum' | 'none') with torch ops.
+"""
+
+from __future__ import annotations
+
+from typing import Union
+
+import torch
+
+from classy_fast.ops import _extension as _ext
+from classy_fast.ops.reference import REDUCTIONS, cross_entropy_reference, mixup_cross_entropy_reference
+
+__all__ = ["cross_entropy", "mixup_cross_entropy"]
+
+
+def _row_outputs(logits: torch.Tensor):
+    rows = logits.shape[0]
+    return logits.new_empty(rows, dtype=torch.float32), logits.new_empty(rows, dtype=torch.float32)
+
+
+def _check_fake_logits(logits: torch.Tensor, op: str) -> None:
+    torch._check(logits.dim() == 2, lambda: f"{op}: logits must be 2-D [batch, classes], got {tuple(logits.shape)}")
+
+
+def _register_fake_kernels() -> None:
+    ops = torch.ops.classy_fast
+
+    @torch.library.register_fake("classy_fast::cross_entropy_fwd")
+    def _(logits, target, label_smoothing, ignore_index, inplace_backward):
+        _check_fake_logits(logits, "classy_fast::cross_entropy_fwd")
+        return _row_outputs(logits)
+
+    @torch.library.register_fake("classy_fast::mixup_cross_entropy_fwd")
+    def _(logits, target_a, target_b, lam, label_smoothing, inplace_backward):
+        _check_fake_logits(logits, "classy_fast::mixup_cross_entropy_fwd")
+        return _row_outputs(logits)
+
+    @torch.library.register_fake("classy_fast::soft_cross_entropy_fwd")
+    def _(logits, target, label_smoothing, inplace_backward):
+        _check_fake_logits(logits, "classy_fast::soft_cross_entropy_fwd")
+        return _row_outputs(logits)
+
+    def grad_like(logits):
+        return torch.empty(logits.shape, dtype=logits.dtype, device=logits.device)
+
+    torch.library.register_fake("classy_fast::cross_entropy_bwd")(lambda g, logits, *rest: grad_like(logits))
+    torch.library.register_fake("classy_fast::mixup_cross_entropy_bwd")(lambda g, logits, *rest: grad_like(logits))
+    torch.library.register_fake("classy_fast::soft_cross_entropy_bwd")(lambda g, logits, *rest: grad_like(logits))
+    for name in ("cross_entropy_bwd_", "mixup_cross_entropy_bwd_", "soft_cross_entropy_bwd_"):
+        torch.library.register_fake(f"classy_fast::{name}")(lambda *args: None)
+    del ops
+
+
+# ---- autograd formulas: the backward ops, in place over the logits when asked and possible ----
+
+
+def _grad_loss_fp32(grad_loss, logits):
+    if grad_loss is None:  # only lse was used downstream; it has no gradient
+        return logits.new_zeros(logits.shape[0], dtype=torch.float32)
+    return grad_loss.float()
+
+
+def _may_write_in_place(ctx, logits) -> bool:
+    return ctx.inplace_backward and logits.is_contiguous()
+
+
+def _overwritten(logits: torch.Tensor) -> torch.Tensor:
+    # The C++ op's (a!) annotation doesn't bump the autograd version counter; do it so that any
+    # other node that saved these logits fails loudly ("modified by an inplace operation")
+    # instead of computing its gradient from our gradient.
+    torch.autograd.graph.increment_version(logits)
+    return logits
+
+
+def _ce_setup_context(ctx, inputs, output):
+    logits, target, label_smoothing, ignore_index, inplace_backward = inputs
+    _, lse = output
+    ctx.save_for_backward(logits, target, lse)
+    ctx.label_smoothing, ctx.ignore_index, ctx.inplace_backward = label_smoothing, ignore_index, inplace_backward
+    ctx.mark_non_differentiable(lse)
+
+
+def _ce_backward(ctx, grad_loss, _grad_lse):
+    logits, target, lse = ctx.saved_tensors
+    g = _grad_loss_fp32(grad_loss, logits)
+    ops = torch.ops.classy_fast
+    if _may_write_in_place(ctx, logits):
+        ops.cross_entropy_bwd_(g, logits, target, lse, ctx.label_smoothing, ctx.ignore_index)
+        grad = _overwritten(logits)
+    else:
+        grad = ops.cross_entropy_bwd(g, logits, target, lse, ctx.label_smoothing, ctx.ignore_index)
+    return grad, None, None, None, None
+
+
+def _mixup_setup_context(ctx, inputs, output):
+    logits, target_a, target_b, lam, label_smoothing, inplace_backward = inputs
+    _, lse = output
+    ctx.save_for_backward(logits, target_a, target_b, lam, lse)
+    ctx.label_smoothing, ctx.inplace_backward = label_smoothing, inplace_backward
+    ctx.mark_non_differentiable(lse)
+
+
+def _mixup_backward(ctx, grad_loss, _grad_lse):
+    logits, target_a, target_b, lam, lse = ctx.saved_tensors
+    g = _grad_loss_fp32(grad_loss, logits)
+    grad_lam = None
+    if ctx.needs_input_grad[3]:
+        # d loss_i / d lam = CE_a - CE_b = (1 - eps) (x_b - x_a): the smoothing terms cancel.
+        # Gathered before the backward kernel, which may overwrite the logits.
+        x_a = logits.gather(1, target_a.unsqueeze(1)).squeeze(1).float()
+        x_b = logits.gather(1, target_b.unsqueeze(1)).squeeze(1).float()
+        d = (1.0 - ctx.label_smoothing) * (g * (x_b - x_a)).sum()
+        grad_lam = d.to(lam.dtype).reshape(lam.shape).to(lam.device)
+    ops = torch.ops.classy_fast
+    if _may_write_in_place(ctx, logits):
+        ops.mixup_cross_entropy_bwd_(g, logits, target_a, target_b, lam, lse, ctx.label_smoothing)
+        grad = _overwritten(logits)
+    else:
+        grad = ops.mixup_cross_entropy_bwd(g, logits, target_a, target_b, lam, lse, ctx.label_smoothing)
+    return grad, None, None, grad_lam, None, None
+
+
+def _soft_setup_context(ctx, inputs, output):
+    logits, target, label_smoothing, inplace_backward = inputs
+    _, lse = output
+    ctx.save_for_backward(logits, target, lse)
+    ctx.label_smoothing, ctx.inplace_backward = label_smoothing, inplace_backward
+    ctx.mark_non_differentiable(lse)
+
+
+def _soft_backward(ctx, grad_loss, _grad_lse):
+    logits, target, lse = ctx.saved_tensors
+    g = _grad_loss_fp32(grad_loss, logits)
+    ops = torch.ops.classy_fast
+    if _may_write_in_place(ctx, logits):
+        ops.soft_cross_entropy_bwd_(g, logits, target, lse, ctx.label_smoothing)
+        grad = _overwritten(logits)
+    else:
+        grad = ops.soft_cross_entropy_bwd(g, logits, target, lse, ctx.label_smoothing)
+    # Soft targets are data here (as in F.cross_entropy's fused path): no gradient for them.
+    return grad, None, None, None
+
+
+def _register_autograd() -> None:
+    torch.library.register_autograd("classy_fast::cross_entropy_fwd", _ce_backward, setup_context=_ce_setup_context)
+    torch.library.register_autograd(
+        "classy_fast::mixup_cross_entropy_fwd", _mixup_backward, setup_context=_mixup_setup_context
+    )
+    torch.library.register_autograd(
+        "classy_fast::soft_cross_entropy_fwd", _soft_backward, setup_context=_soft_setup_context
+    )
+
+
+if _ext.EXTENSION_AVAILABLE:
+    _register_fake_kernels()
+    _register_autograd()
+
+
+# ---- public API ----
+
+
+def _check_common(reduction: str, label_smoothing: float, op: str) -> None:
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"classy_fast.ops.{op}: reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    if not 0.0 <= float(label_smoothing) <= 1.0:
+        raise ValueError(f"classy_fast.ops.{op}: label_smoothing must be in [0, 1], got {label_smoothing}")
+
+
+def _reduce(loss: torch.Tensor, reduction: str, valid_rows=None) -> torch.Tensor:
+    if reduction == "none":
+        return loss
+    total = loss.sum()
+    if reduction == "sum":
+        return total
+    # mean over the rows that count, like F.cross_entropy (0/0 = nan for an empty batch)
+    return total / (valid_rows if valid_rows is not None else loss.shape[0])
+
+
+def cross_entropy(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    label_smoothing: float = 0.0,
+    reduction: str = "mean",
+    ignore_index: int = -100,
+    impl: str = "auto",
+    inplace_backward: bool = False,
+) -> torch.Tensor:
+    """Cross-entropy of ``logits`` [B, C] (or [C]) against ``target``; the result is fp32.
+
+    target: int64 class indices [B] (rows equal to ``ignore_index`` are skipped, and 'mean'
+    divides by the number of other rows), or float [B, C] class probabilities (soft targets;
+    label smoothing mixes them with the uniform distribution, as torch does).
+    Same semantics as ``F.cross_entropy(logits.float(), target, ...)``.
+    impl: "auto" (fused when built, else the reference with one warning), "fused" (error when
+    not built), "reference".
+    inplace_backward: write the gradient over ``logits`` (saves a [B, C] buffer); only when
+    nothing else reads the logits after the backward.
+    """
+    _check_common(reduction, label_smoothing, "cross_entropy")
+    if logits.dim() == 1:  # a single sample, like F.cross_entropy
+        loss = cross_entropy(
+            logits.unsqueeze(0),
+            target.unsqueeze(0),
+            label_smoothing=label_smoothing,
+            reduction=reduction,
+            ignore_index=ignore_index,
+            impl=impl,
+            inplace_backward=False,
+        )
+        return loss.squeeze(0) if reduction == "none" else loss
+    if not _ext.use_fused(impl, logits, "cross_entropy"):
+        return cross_entropy_reference(
+            logits, target, label_smoothing=label_smoothing, reduction=reduction, ignore_index=ignore_index
+        )
+    ops = torch.ops.classy_fast
+    if target.is_floating_point():
+        if target.dtype not in (torch.float32, logits.dtype):
+            target = target.float()
+        loss, _ = ops.soft_cross_entropy_fwd(logits, target, float(label_smoothing), bool(inplace_backward))
+        return _reduce(loss, reduction)
+    if target.dtype != torch.int64:
+        target = target.long()
+    loss, _ = ops.cross_entropy_fwd(
+        logits, target, float(label_smoothing), int(ignore_index), bool(inplace_backward)
+    )
+    valid = (target != ignore_index).sum() if reduction == "mean" else None
+    return _reduce(loss, reduction, valid)
+
+
+def mixup_cross_entropy(
+    logits: torch.Tensor,
+    target_a: torch.Tensor,
+    target_b: torch.Tensor,
+    lam: Union[float, torch.Tensor],
+    *,
+    label_smoothing: float = 0.0,
+    reduction: str = "mean",
+    impl: str = "auto",
+    inplace_backward: bool = False,
+) -> torch.Tensor:
+    """``lam * CE(logits, target_a) + (1 - lam) * CE(logits, target_b)`` (Mixup / CutMix), fp32.
+
+    Each term is label-smoothed; no [B, C] target is built. ``lam`` is a Python float or a
+    one-value tensor on the logits' device (or the CPU): the kernel reads it on the device, so a
+    tensor lam costs no host sync and stays valid under CUDA-graph capture. Pass a tensor under
+    torch.compile, or each new float value recompiles.
+    """
+    _check_common(reduction, label_smoothing, "mixup_cross_entropy")
+    if not _ext.use_fused(impl, logits, "mixup_cross_entropy"):
+        return mixup_cross_entropy_reference(
+            logits, target_a, target_b, lam, label_smoothing=label_smoothing, reduction=reduction
+        )
+    if isinstance(lam, torch.Tensor):
+        lam_t = lam if lam.dtype == torch.float32 else lam.float()
+    else:
+        # A fill kernel, not a host->device copy (which would synchronise the stream).
+        lam_t = torch.full((), float(lam), dtype=torch.float32, device=logits.device)
+    loss, _ = torch.ops.classy_fast.mixup_cross_entropy_fwd(
+        logits, target_a.long(), target_b.long(), lam_t, float(label_smoothing), bool(inplace_backward)
+    )
+    return _reduce(loss, reduction)

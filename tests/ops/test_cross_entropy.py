@@ -1,0 +1,578 @@
+"""Fused cross-entropy (classy_fast.ops) against torch.nn.functional.cross_entropy and float64 references.
+
+CPU cases run everywhere the extension is built; CUDA cases carry the `cuda` marker and run
+on a GPU machine (benchmarks/gpu_check.sh). Losses are fp32 for every logits dtype and are
+compared tightly; gradients come back in the logits' dtype and are compared to the reference
+gradient rounded the same way, within a per-dtype tolerance (about 2 ulps).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from classy_fast.ops import (
+    cross_entropy,
+    cross_entropy_reference,
+    cuda_kernels_available,
+    extension_available,
+    mixup_cross_entropy,
+    mixup_cross_entropy_reference,
+)
+from classy_fast.ops.reference import mixup_soft_target
+
+pytestmark = pytest.mark.skipif(
+    not extension_available(),
+    reason="classy_fast._C is not built (pip install --no-build-isolation --no-deps -e .); fused ops untestable",
+)
+
+CUDA = torch.cuda.is_available()
+DEVICES = [
+    "cpu",
+    pytest.param("cuda", marks=[pytest.mark.cuda, pytest.mark.skipif(not CUDA, reason="needs a CUDA device")]),
+]
+DTYPES = [torch.float32, torch.bfloat16, torch.float16]
+
+# Tolerances per logits dtype. Loss: fp32 math on the same (exactly upcast) inputs, so only
+# exp/log rounding and summation order differ. Grad: one rounding to the logits' dtype on
+# each side, so up to ~1-2 ulps of that dtype apart.
+TOL = {
+    torch.float32: {"loss": dict(rtol=2e-5, atol=2e-5), "grad": dict(rtol=1e-4, atol=1e-7)},
+    torch.bfloat16: {"loss": dict(rtol=2e-5, atol=2e-5), "grad": dict(rtol=1.6e-2, atol=1e-6)},
+    torch.float16: {"loss": dict(rtol=2e-5, atol=2e-5), "grad": dict(rtol=2e-3, atol=1e-7)},
+}
+# Against float64 references the fp32 kernels' own rounding over up to ~2e4 classes shows.
+TOL64 = {
+    torch.float32: {"loss": dict(rtol=1e-5, atol=1e-5), "grad": dict(rtol=1e-4, atol=1e-7)},
+    torch.bfloat16: {"loss": dict(rtol=1e-5, atol=1e-5), "grad": dict(rtol=1.6e-2, atol=1e-6)},
+    torch.float16: {"loss": dict(rtol=1e-5, atol=1e-5), "grad": dict(rtol=2e-3, atol=1e-7)},
+}
+
+# B in {1, 3, 17, 64} x C in {1, 2, 7, 1000, 1025}, plus 21843 classes with small batches.
+SHAPES = [(b, c) for b in (1, 3, 17, 64) for c in (1, 2, 7, 1000, 1025)] + [(1, 21843), (3, 21843)]
+SOFT_SHAPES = [(1, 1), (3, 7), (17, 1025), (64, 1000), (2, 21843)]
+
+
+def _skip_unless_fused(device: str) -> None:
+    if device == "cuda" and not cuda_kernels_available():
+        pytest.skip("classy_fast._C was built without CUDA kernels")
+
+
+def _logits(b, c, dtype, device, seed=0, scale=3.0, requires_grad=True):
+    g = torch.Generator().manual_seed(seed * 1000 + b * 31 + c)
+    x = (torch.randn(b, c, generator=g) * scale).to(dtype=dtype, device=device)
+    return x.requires_grad_(requires_grad)
+
+
+def _labels(b, c, device, seed=1, ignore_every=0, ignore_index=-100):
+    g = torch.Generator().manual_seed(seed * 7 + b * 13 + c)
+    t = torch.randint(0, c, (b,), generator=g)
+    if ignore_every:
+        t[::ignore_every] = ignore_index
+    return t.to(device)
+
+
+def _fused_and_reference(fn_fused, fn_ref, x):
+    """Loss and grad of the fused op, and of the reference on a copy of the same logits."""
+    x_ref = x.detach().clone().requires_grad_(True)
+    loss = fn_fused(x)
+    loss_ref = fn_ref(x_ref)
+    assert loss.dtype == torch.float32
+    weight = torch.linspace(0.5, 1.5, loss.numel(), device=x.device).reshape(loss.shape)
+    (loss * weight).sum().backward()
+    (loss_ref * weight).sum().backward()
+    assert x.grad.dtype == x.dtype
+    return loss, loss_ref, x.grad, x_ref.grad
+
+
+def _assert_close(actual, expected, tol, what):
+    torch.testing.assert_close(actual, expected.to(actual.dtype), **tol, msg=lambda m: f"{what}: {m}")
+
+
+# ---- index targets ----
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"B{s[0]}xC{s[1]}")
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
+def test_index_targets_match_torch(device, dtype, shape, label_smoothing):
+    _skip_unless_fused(device)
+    b, c = shape
+    x = _logits(b, c, dtype, device)
+    t = _labels(b, c, device, ignore_every=5 if b > 3 else 0)
+    loss, ref, grad, grad_ref = _fused_and_reference(
+        lambda z: cross_entropy(z, t, label_smoothing=label_smoothing, impl="fused"),
+        lambda z: F.cross_entropy(z.float(), t, label_smoothing=label_smoothing),
+        x,
+    )
+    _assert_close(loss, ref, TOL[dtype]["loss"], "loss")
+    _assert_close(grad, grad_ref, TOL[dtype]["grad"], "grad")
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("reduction", ["none", "sum", "mean"])
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.25])
+def test_reductions_with_ignored_rows(device, reduction, label_smoothing):
+    _skip_unless_fused(device)
+    x = _logits(17, 33, torch.float32, device)
+    t = _labels(17, 33, device, ignore_every=3)
+    loss, ref, grad, grad_ref = _fused_and_reference(
+        lambda z: cross_entropy(z, t, label_smoothing=label_smoothing, reduction=reduction, impl="fused"),
+        lambda z: F.cross_entropy(z, t, label_smoothing=label_smoothing, reduction=reduction),
+        x,
+    )
+    assert loss.shape == ref.shape
+    _assert_close(loss, ref, TOL[torch.float32]["loss"], "loss")
+    _assert_close(grad, grad_ref, TOL[torch.float32]["grad"], "grad")
+    assert torch.all(grad[t == -100] == 0)
+    if reduction == "none":
+        assert torch.all(loss[t == -100] == 0)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_ignore_index_can_be_a_real_class(device):
+    _skip_unless_fused(device)
+    x = _logits(40, 5, torch.float32, device)
+    t = _labels(40, 5, device)
+    loss = cross_entropy(x, t, ignore_index=2, label_smoothing=0.1, impl="fused")
+    ref = F.cross_entropy(x, t, ignore_index=2, label_smoothing=0.1)
+    _assert_close(loss, ref, TOL[torch.float32]["loss"], "loss")
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_all_rows_ignored_gives_nan_mean_like_torch(device):
+    _skip_unless_fused(device)
+    x = _logits(4, 6, torch.float32, device)
+    t = torch.full((4,), -100, dtype=torch.long, device=device)
+    assert torch.isnan(cross_entropy(x, t, impl="fused"))
+    assert torch.isnan(F.cross_entropy(x, t))
+    assert cross_entropy(x, t, reduction="sum", impl="fused").item() == 0.0
+    cross_entropy(x, t, reduction="sum", impl="fused").backward()
+    assert torch.all(x.grad == 0)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_128k_classes(device, dtype):
+    _skip_unless_fused(device)
+    x = _logits(2, 128000, dtype, device)
+    t = _labels(2, 128000, device)
+    loss, ref, grad, grad_ref = _fused_and_reference(
+        lambda z: cross_entropy(z, t, label_smoothing=0.1, reduction="none", impl="fused"),
+        lambda z: F.cross_entropy(z.float(), t, label_smoothing=0.1, reduction="none"),
+        x,
+    )
+    _assert_close(loss, ref, TOL[dtype]["loss"], "loss")
+    _assert_close(grad, grad_ref, TOL[dtype]["grad"], "grad")
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_large_common_offset_keeps_precision(device):
+    # Logits around 1e4: the smoothing term's mean of the logits would lose ~1e-3 absolute if
+    # summed unshifted in fp32.
+    _skip_unless_fused(device)
+    x = (_logits(8, 4099, torch.float32, device, requires_grad=False) + 1e4).requires_grad_()
+    t = _labels(8, 4099, device)
+    loss = cross_entropy(x, t, label_smoothing=0.3, reduction="none", impl="fused")
+    ref = F.cross_entropy(x.double(), t, label_smoothing=0.3, reduction="none")
+    _assert_close(loss, ref.float(), dict(rtol=1e-5, atol=2e-4), "loss")
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
+def test_masked_minus_inf_logits_like_torch(device, label_smoothing):
+    _skip_unless_fused(device)
+    x = _logits(6, 10, torch.float32, device, requires_grad=False)
+    x[:, 7:] = float("-inf")
+    t = _labels(6, 7, device)
+    loss = cross_entropy(x, t, label_smoothing=label_smoothing, reduction="none", impl="fused")
+    ref = F.cross_entropy(x, t, label_smoothing=label_smoothing, reduction="none")
+    torch.testing.assert_close(loss, ref, rtol=2e-5, atol=2e-5, equal_nan=True)
+    if label_smoothing == 0.0:
+        assert torch.isfinite(loss).all()
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("layout", ["column_slice", "transposed", "strided_columns", "misaligned_rows"])
+def test_non_contiguous_and_misaligned_logits(device, layout):
+    _skip_unless_fused(device)
+    b, c = 9, 1001
+    base = _logits(b + 3, 2 * c + 8, torch.bfloat16, device, requires_grad=False)
+    if layout == "column_slice":  # unit column stride, row stride 2c+8, storage offset 3
+        x = base[:b, 3 : 3 + c]
+    elif layout == "transposed":  # column stride b: copied to a contiguous layout
+        x = _logits(c, b, torch.bfloat16, device, requires_grad=False).t()
+    elif layout == "strided_columns":
+        x = base[:b, : 2 * c : 2]
+    else:  # contiguous rows whose start is 2 bytes past a 16-byte boundary
+        x = base.flatten()[1 : 1 + b * c].view(b, c)
+    x = x.detach().requires_grad_()
+    t = _labels(b, c, device)
+    loss, ref, grad, grad_ref = _fused_and_reference(
+        lambda z: cross_entropy(z, t, label_smoothing=0.1, reduction="none", impl="fused"),
+        lambda z: F.cross_entropy(z.float(), t, label_smoothing=0.1, reduction="none"),
+        x,
+    )
+    _assert_close(loss, ref, TOL[torch.bfloat16]["loss"], "loss")
+    _assert_close(grad, grad_ref, TOL[torch.bfloat16]["grad"], "grad")
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("reduction", ["none", "sum", "mean"])
+def test_empty_batch(device, reduction):
+    _skip_unless_fused(device)
+    x = torch.zeros(0, 10, device=device, requires_grad=True)
+    t = torch.zeros(0, dtype=torch.long, device=device)
+    loss = cross_entropy(x, t, reduction=reduction, impl="fused")
+    ref = F.cross_entropy(x, t, reduction=reduction)
+    torch.testing.assert_close(loss, ref, equal_nan=True)
+    loss.sum().backward()
+    assert x.grad.shape == (0, 10)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_single_sample_1d_logits_and_int32_labels(device):
+    _skip_unless_fused(device)
+    x = _logits(1, 12, torch.float32, device, requires_grad=False)[0]
+    t = torch.tensor(4, device=device)
+    torch.testing.assert_close(cross_entropy(x, t, impl="fused"), F.cross_entropy(x, t))
+    xb = _logits(5, 12, torch.float32, device, requires_grad=False)
+    t32 = _labels(5, 12, device).int()
+    torch.testing.assert_close(cross_entropy(xb, t32, impl="fused"), F.cross_entropy(xb, t32.long()))
+
+
+# ---- in-place backward ----
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("kind", ["index", "soft", "mixup"])
+def test_inplace_backward_matches_and_overwrites_logits(device, dtype, kind):
+    _skip_unless_fused(device)
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(16, 37).to(device=device, dtype=dtype)
+    inputs = torch.randn(11, 16, device=device, dtype=dtype)
+    t = _labels(11, 37, device, ignore_every=4 if kind == "index" else 0)
+    soft = torch.softmax(torch.randn(11, 37, device=device), 1)
+    t2 = _labels(11, 37, device, seed=5)
+
+    def loss_fn(logits, inplace):
+        if kind == "index":
+            return cross_entropy(logits, t, label_smoothing=0.1, impl="fused", inplace_backward=inplace)
+        if kind == "soft":
+            return cross_entropy(logits, soft, label_smoothing=0.1, impl="fused", inplace_backward=inplace)
+        return mixup_cross_entropy(logits, t, t2, 0.7, label_smoothing=0.1, impl="fused", inplace_backward=inplace)
+
+    grads = {}
+    for inplace in (False, True):
+        lin.zero_grad()
+        logits = lin(inputs)
+        loss_fn(logits, inplace).backward()
+        grads[inplace] = lin.weight.grad.clone()
+        if inplace:
+            # The logits' storage now holds d loss / d logits; recompute it out of place.
+            x = lin(inputs).detach().requires_grad_()
+            loss_fn(x, False).backward()
+            torch.testing.assert_close(logits.detach(), x.grad, **TOL[dtype]["grad"])
+    torch.testing.assert_close(grads[True], grads[False], **TOL[dtype]["grad"])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_inplace_backward_refuses_to_corrupt_saved_logits(device):
+    _skip_unless_fused(device)
+    lin = torch.nn.Linear(8, 5).to(device)
+    logits = lin(torch.randn(6, 8, device=device))
+    penalty = (logits**2).sum()  # saves the logits for its backward, which runs after ours
+    loss = cross_entropy(logits, _labels(6, 5, device), impl="fused", inplace_backward=True) + penalty
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        loss.backward()
+
+
+# ---- soft targets ----
+
+
+def _soft_ce_float64(x, target, eps):
+    logp = torch.log_softmax(x.double(), dim=1)
+    t = target.double() * (1 - eps) + eps / x.shape[1]
+    return -(t * logp).sum(dim=1)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("shape", SOFT_SHAPES, ids=lambda s: f"B{s[0]}xC{s[1]}")
+@pytest.mark.parametrize("target_dtype", ["fp32", "logits"])
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.2])
+def test_soft_targets_match_float64(device, dtype, shape, target_dtype, label_smoothing):
+    _skip_unless_fused(device)
+    b, c = shape
+    x = _logits(b, c, dtype, device)
+    g = torch.Generator().manual_seed(b + c)
+    # Unnormalised on purpose (rows sum to ~0.5..1.5): torch doesn't renormalise, nor do we.
+    target = (torch.softmax(torch.randn(b, c, generator=g), 1) * torch.rand(b, 1, generator=g).add(0.5)).to(device)
+    if target_dtype == "logits":
+        target = target.to(dtype)
+    loss, ref, grad, grad_ref = _fused_and_reference(
+        lambda z: cross_entropy(z, target, label_smoothing=label_smoothing, reduction="none", impl="fused"),
+        lambda z: _soft_ce_float64(z, target, label_smoothing),
+        x,
+    )
+    _assert_close(loss, ref.float(), TOL64[dtype]["loss"], "loss")
+    _assert_close(grad, grad_ref, TOL64[dtype]["grad"], "grad")
+    # and the torch formula (mean over rows) agrees
+    mean = cross_entropy(x.detach(), target, label_smoothing=label_smoothing, impl="fused")
+    mean_ref = F.cross_entropy(x.detach().float(), target.float(), label_smoothing=label_smoothing)
+    _assert_close(mean, mean_ref, TOL[dtype]["loss"], "mean loss vs F.cross_entropy")
+
+
+# ---- mixup ----
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("shape", [(1, 1), (3, 7), (17, 1025), (64, 1000), (3, 21843)], ids=lambda s: f"B{s[0]}xC{s[1]}")
+@pytest.mark.parametrize("lam_kind", ["float", "tensor"])
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
+def test_mixup_matches_float64_soft_target(device, dtype, shape, lam_kind, label_smoothing):
+    _skip_unless_fused(device)
+    b, c = shape
+    x = _logits(b, c, dtype, device)
+    ta, tb = _labels(b, c, device, seed=2), _labels(b, c, device, seed=3)
+    tb[:1] = ta[:1]  # a row mixing a class with itself
+    lam = 0.35 if lam_kind == "float" else torch.tensor(0.35, device=device)
+    soft = mixup_soft_target(ta, tb, 0.35, c)
+    loss, ref, grad, grad_ref = _fused_and_reference(
+        lambda z: mixup_cross_entropy(z, ta, tb, lam, label_smoothing=label_smoothing, reduction="none", impl="fused"),
+        lambda z: _soft_ce_float64(z, soft, label_smoothing),
+        x,
+    )
+    _assert_close(loss, ref.float(), TOL64[dtype]["loss"], "loss")
+    _assert_close(grad, grad_ref, TOL64[dtype]["grad"], "grad")
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("reduction", ["none", "sum", "mean"])
+def test_mixup_reductions_and_lam_gradient(device, reduction):
+    _skip_unless_fused(device)
+    x = _logits(13, 50, torch.float32, device)
+    ta, tb = _labels(13, 50, device, seed=2), _labels(13, 50, device, seed=3)
+    lam = torch.tensor(0.6, device=device, requires_grad=True)
+    lam_ref = lam.detach().clone().requires_grad_()
+    x_ref = x.detach().clone().requires_grad_()
+    loss = mixup_cross_entropy(x, ta, tb, lam, label_smoothing=0.1, reduction=reduction, impl="fused")
+    ref = mixup_cross_entropy_reference(x_ref, ta, tb, lam_ref, label_smoothing=0.1, reduction=reduction)
+    _assert_close(loss, ref, TOL[torch.float32]["loss"], "loss")
+    loss.sum().backward()
+    ref.sum().backward()
+    _assert_close(x.grad, x_ref.grad, TOL[torch.float32]["grad"], "grad logits")
+    _assert_close(lam.grad, lam_ref.grad, dict(rtol=1e-4, atol=1e-5), "grad lam")
+
+
+# ---- errors ----
+
+
+def test_out_of_range_labels_raise_on_cpu():
+    x = _logits(4, 5, torch.float32, "cpu", requires_grad=False)
+    with pytest.raises(RuntimeError, match=r"target\[2\] = 5 is out of range for 5 classes"):
+        cross_entropy(x, torch.tensor([0, 1, 5, 2]), impl="fused")
+    with pytest.raises(RuntimeError, match=r"target\[0\] = -3 is out of range"):
+        cross_entropy(x, torch.tensor([-3, 1, 1, 2]), impl="fused")
+    with pytest.raises(RuntimeError, match=r"target_b\[3\] = 7 is out of range"):
+        mixup_cross_entropy(x, torch.tensor([0, 1, 1, 2]), torch.tensor([0, 1, 1, 7]), 0.5, impl="fused")
+
+
+def test_bad_shapes_and_dtypes_raise_clear_errors():
+    x = _logits(4, 5, torch.float32, "cpu", requires_grad=False)
+    t = torch.tensor([0, 1, 2, 3])
+    with pytest.raises(RuntimeError, match="logits must be 2-D"):
+        cross_entropy(x.reshape(2, 2, 5), t.reshape(2, 2), impl="fused")
+    with pytest.raises(RuntimeError, match="logits dtype must be float32, bfloat16 or float16, got Double"):
+        cross_entropy(x.double(), t, impl="fused")
+    with pytest.raises(RuntimeError, match=r"target must have shape \[4\]"):
+        cross_entropy(x, t[:3], impl="fused")
+    with pytest.raises(RuntimeError, match="soft target must have the logits' shape"):
+        cross_entropy(x, torch.rand(4, 6), impl="fused")
+    with pytest.raises(RuntimeError, match="lam must hold one value"):
+        mixup_cross_entropy(x, t, t, torch.tensor([0.5, 0.5]), impl="fused")
+    with pytest.raises(ValueError, match="label_smoothing must be in"):
+        cross_entropy(x, t, label_smoothing=1.5, impl="fused")
+    with pytest.raises(ValueError, match="reduction must be one of"):
+        cross_entropy(x, t, reduction="avg")
+    with pytest.raises(ValueError, match="impl must be one of"):
+        cross_entropy(x, t, impl="triton")
+
+
+def test_reference_impl_is_the_plain_torch_path():
+    x = _logits(7, 9, torch.bfloat16, "cpu", requires_grad=False)
+    t = _labels(7, 9, "cpu", ignore_every=3)
+    ref = cross_entropy(x, t, label_smoothing=0.1, impl="reference")
+    torch.testing.assert_close(ref, cross_entropy_reference(x, t, label_smoothing=0.1))
+    torch.testing.assert_close(cross_entropy(x, t, label_smoothing=0.1, impl="fused"), ref, rtol=2e-5, atol=2e-5)
+
+
+# ---- torch.library / torch.compile integration ----
+
+
+def _opcheck_samples(device):
+    x = _logits(5, 7, torch.float32, device)
+    t = _labels(5, 7, device, ignore_every=3)
+    ta, tb = _labels(5, 7, device, seed=2), _labels(5, 7, device, seed=3)
+    soft = torch.softmax(torch.randn(5, 7), 1).to(device)
+    lam = torch.tensor(0.3, device=device)
+    g = torch.rand(5, device=device)
+    lse = torch.logsumexp(x.detach(), 1)
+    ops = torch.ops.classy_fast
+    return [
+        (ops.cross_entropy_fwd, (x, t, 0.1, -100, False)),
+        (ops.mixup_cross_entropy_fwd, (x, ta, tb, lam, 0.1, False)),
+        (ops.soft_cross_entropy_fwd, (x, soft, 0.1, False)),
+        (ops.cross_entropy_bwd, (g, x.detach(), t, lse, 0.1, -100)),
+        (ops.mixup_cross_entropy_bwd, (g, x.detach(), ta, tb, lam, lse, 0.1)),
+        (ops.soft_cross_entropy_bwd, (g, x.detach(), soft, lse, 0.1)),
+        (ops.cross_entropy_bwd_, (g, x.detach().clone(), t, lse, 0.1, -100)),
+        (ops.mixup_cross_entropy_bwd_, (g, x.detach().clone(), ta, tb, lam, lse, 0.1)),
+        (ops.soft_cross_entropy_bwd_, (g, x.detach().clone(), soft, lse, 0.1)),
+    ]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_opcheck(device):
+    _skip_unless_fused(device)
+    for op, args in _opcheck_samples(device):
+        torch.library.opcheck(op, args)
+
+
+def _train_step_losses(x, t, ta, tb, lam, soft):
+    return (
+        cross_entropy(x, t, label_smoothing=0.1, impl="fused")
+        + mixup_cross_entropy(x, ta, tb, lam, label_smoothing=0.1, impl="fused")
+        + cross_entropy(x, soft, impl="fused")
+    )
+
+
+def _check_compiled(device, backend):
+    x = _logits(6, 11, torch.float32, device)
+    t = _labels(6, 11, device, ignore_every=4)
+    ta, tb = _labels(6, 11, device, seed=2), _labels(6, 11, device, seed=3)
+    soft = torch.softmax(torch.randn(6, 11), 1).to(device)
+    compiled = torch.compile(_train_step_losses, fullgraph=True, backend=backend)
+    x_ref = x.detach().clone().requires_grad_()
+    for lam_value in (0.3, 0.8):  # a tensor lam: new values must not recompile or go stale
+        x.grad, x_ref.grad = None, None
+        lam = torch.tensor(lam_value, device=device)
+        out = compiled(x, t, ta, tb, lam, soft)
+        ref = _train_step_losses(x_ref, t, ta, tb, lam, soft)
+        out.backward()
+        ref.backward()
+        torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(x.grad, x_ref.grad, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_torch_compile_fullgraph_aot_eager(device):
+    _skip_unless_fused(device)
+    torch._dynamo.reset()
+    _check_compiled(device, "aot_eager")
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not CUDA, reason="needs a CUDA device (inductor on 2 CPU cores is too slow for CI)")
+def test_torch_compile_fullgraph_inductor_cuda():
+    _skip_unless_fused("cuda")
+    torch._dynamo.reset()
+    _check_compiled("cuda", "inductor")
+
+
+# ---- CUDA-only behaviour ----
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not CUDA, reason="needs a CUDA device")
+def test_cuda_out_of_range_label_gives_nan_rows_not_a_crash():
+    _skip_unless_fused("cuda")
+    x = _logits(4, 5, torch.float32, "cuda")
+    t = torch.tensor([0, 9, 2, -7], device="cuda")
+    loss = cross_entropy(x, t, reduction="none", impl="fused")
+    loss.sum().backward()
+    torch.cuda.synchronize()  # no device-side assert
+    assert torch.isnan(loss[1]) and torch.isnan(loss[3])
+    assert torch.isfinite(loss[0]) and torch.isfinite(loss[2])
+    assert torch.isnan(x.grad[1]).all() and torch.isfinite(x.grad[0]).all()
+    ta = torch.tensor([0, 1, 2, 3], device="cuda")
+    mixed = mixup_cross_entropy(x.detach(), ta, torch.tensor([0, 1, 5, 3], device="cuda"), 0.5, reduction="none")
+    assert torch.isnan(mixed[2]) and torch.isfinite(mixed[[0, 1, 3]]).all()
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not CUDA, reason="needs a CUDA device")
+def test_cuda_no_host_sync_with_tensor_lam():
+    _skip_unless_fused("cuda")
+    x = _logits(64, 1000, torch.bfloat16, "cuda")
+    t = _labels(64, 1000, "cuda", ignore_every=7)
+    ta, tb = _labels(64, 1000, "cuda", seed=2), _labels(64, 1000, "cuda", seed=3)
+    lam = torch.tensor(0.4, device="cuda")
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        loss = cross_entropy(x, t, label_smoothing=0.1, impl="fused")
+        loss = loss + mixup_cross_entropy(x, ta, tb, lam, label_smoothing=0.1, impl="fused")
+        loss.backward()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert torch.isfinite(loss).item()
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not CUDA, reason="needs a CUDA device")
+def test_cuda_graph_capture_and_replay():
+    _skip_unless_fused("cuda")
+    b, c = 32, 1000
+    static_x = _logits(b, c, torch.float16, "cuda", requires_grad=False)
+    static_ta, static_tb = _labels(b, c, "cuda", seed=2), _labels(b, c, "cuda", seed=3)
+    static_lam = torch.tensor(0.5, device="cuda")
+    w = torch.ones(c, device="cuda", dtype=torch.float16, requires_grad=True)
+
+    def step():
+        w.grad = None
+        loss = mixup_cross_entropy(static_x * w, static_ta, static_tb, static_lam, label_smoothing=0.1, impl="fused")
+        loss.backward()
+        return loss
+
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            step()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        static_loss = step()
+    for seed in (11, 12):
+        static_x.copy_(_logits(b, c, torch.float16, "cuda", seed=seed, requires_grad=False))
+        static_ta.copy_(_labels(b, c, "cuda", seed=seed))
+        static_lam.fill_(0.2 + 0.1 * (seed - 11))
+        graph.replay()
+        ref = mixup_cross_entropy_reference(static_x, static_ta, static_tb, static_lam.item(), label_smoothing=0.1)
+        torch.testing.assert_close(static_loss, ref, rtol=2e-5, atol=2e-5)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not CUDA, reason="needs a CUDA device")
+def test_cuda_more_than_2_pow_31_elements():
+    _skip_unless_fused("cuda")
+    b, c = 65600, 32768  # 2.15e9 bf16 elements (4.3 GB): element offsets overflow int32
+    free, _ = torch.cuda.mem_get_info()
+    if free < 12 * 2**30:
+        pytest.skip("needs ~12 GB of free GPU memory")
+    x = torch.randn(b, c, device="cuda", dtype=torch.bfloat16)
+    t = torch.randint(0, c, (b,), device="cuda")
+    loss, lse = torch.ops.classy_fast.cross_entropy_fwd(x, t, 0.1, -100, False)
+    tail = slice(b - 3, b)
+    ref = F.cross_entropy(x[tail].float(), t[tail], label_smoothing=0.1, reduction="none")
+    torch.testing.assert_close(loss[tail], ref, rtol=2e-5, atol=2e-5)
+    tail_logits = x[tail].float()
+    g = torch.ones(b, device="cuda")
+    torch.ops.classy_fast.cross_entropy_bwd_(g, x, t, lse, 0.1, -100)  # in place: no second 4 GB
+    expect = torch.softmax(tail_logits, 1) - 0.1 / c - 0.9 * F.one_hot(t[tail], c)
+    torch.testing.assert_close(x[tail].float(), expect, rtol=1.6e-2, atol=1e-6)
