@@ -59,5 +59,39 @@ TORCH_LIBRARY(classy_fast, m) {
       pt2);
 
   // --- optimizer ops ---
-  // (schemas for the fused optimizer kernels go here)
+  // classy_fast/optim (fused SGD/AdamW/LARS/LAMB) and classy_fast.ops.ema_update_; kernels in
+  // csrc/{fused_*,multi_tensor_l2norm,ema_update}.cpp and csrc/cuda/*.cu, fakes in
+  // classy_fast/optim/_fake.py.
+  // Multi-tensor L2 norms (global + optionally per tensor), of x / grad_scale when given.
+  m.def("multi_tensor_l2norm(Tensor[] tensors, Tensor? grad_scale, bool per_tensor) -> (Tensor, Tensor)", pt2);
+  // Fused optimizer steps for one param group (classy_fast/optim). Device scalars (lr, grad_scale,
+  // found_inf, grad_norm) are read in the kernels: no host sync, CUDA-graph safe.
+  m.def(
+      "fused_sgd_(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] momentum_buffers, Tensor(c!)[] master_params, "
+      "Tensor(d!)[] steps, Tensor lr, float weight_decay, float momentum, float dampening, bool nesterov, "
+      "bool maximize, Tensor? grad_scale, Tensor? found_inf, Tensor? grad_norm, float max_grad_norm) -> ()",
+      pt2);
+  m.def(
+      "fused_adamw_(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] exp_avgs, Tensor(c!)[] exp_avg_sqs, "
+      "Tensor(d!)[] master_params, Tensor(e!)[] steps, Tensor lr, float beta1, float beta2, float weight_decay, "
+      "float eps, bool maximize, Tensor? grad_scale, Tensor? found_inf, Tensor? grad_norm, float max_grad_norm) -> ()",
+      pt2);
+  m.def(
+      "fused_lars_(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] momentum_buffers, Tensor(c!)[] master_params, "
+      "Tensor lr, Tensor? param_norms, Tensor? grad_norms, float weight_decay, float momentum, "
+      "float trust_coefficient, float eps, bool nesterov, bool maximize, Tensor? grad_scale, Tensor? found_inf, "
+      "Tensor? grad_norm, float max_grad_norm) -> ()",
+      pt2);
+  m.def(
+      "fused_lamb_moments_(Tensor[] grads, Tensor(a!)[] exp_avgs, Tensor(b!)[] exp_avg_sqs, Tensor[] weights, "
+      "Tensor(c!)[] steps, float beta1, float beta2, float weight_decay, float eps, bool maximize, "
+      "Tensor? grad_scale, Tensor? found_inf, Tensor? grad_norm, float max_grad_norm) -> (Tensor, Tensor)",
+      pt2);
+  m.def(
+      "fused_lamb_apply_(Tensor(a!)[] params, Tensor[] exp_avgs, Tensor[] exp_avg_sqs, Tensor(b!)[] master_params, "
+      "Tensor[] steps, Tensor lr, Tensor? param_norms, Tensor? update_norms, float beta1, float beta2, "
+      "float weight_decay, float eps, float trust_clamp, Tensor? found_inf) -> ()",
+      pt2);
+  // ema = decay * ema + (1 - decay) * param; decay_tensor (a device scalar) wins over decay.
+  m.def("ema_update_(Tensor(a!)[] ema_params, Tensor[] params, Tensor? decay_tensor, float decay) -> ()", pt2);
 }

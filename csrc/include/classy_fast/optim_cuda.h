@@ -13,12 +13,13 @@ namespace optim_cuda {
 // *found_inf != 0 (found_inf may be nullptr). One launch per ~4000 counters.
 void increment_steps(at::TensorList steps, const float* found_inf);
 
-// Per-chunk partial sums of squares -> L2 norms. `partials` is [rows, chunks] float32 (rows = 1 or
-// 2 reductions done in the same pass); segment s of every row covers partial columns
-// [begin[s], end[s]) and its norm goes to out[row * out_row_stride + s] (out float32, on the same
-// device). Deterministic: fixed summation order.
+// Per-chunk partial sums of squares -> L2 norms. `partials` is [rows, chunks] float32 (several
+// reductions done in the same pass, at most kMaxNormRows); segment s of row r covers partial
+// columns [begin[s], end[s]) and its norm goes to outs[r][s] (float32, on the same device).
+// Deterministic: fixed summation order.
+constexpr int kMaxNormRows = 2;
 void segment_norms(const at::Tensor& partials, const std::vector<int64_t>& begin, const std::vector<int64_t>& end,
-                   float* out, int64_t out_row_stride);
+                   const std::vector<float*>& outs);
 
 // Column range of each tensor's chunks when for_each_launch visits `indices_in_order`: tensor i
 // gets [begin[i], end[i]). Returns the total number of chunks.
