@@ -14,6 +14,7 @@ from torch import nn
 
 from . import ops
 from .config import LossConfig
+from .mixup import mixed_soft_targets
 from .registry import LOSSES
 
 MixupTarget = Tuple[torch.Tensor, torch.Tensor, Union[float, torch.Tensor]]
@@ -31,6 +32,11 @@ class FusedCrossEntropyLoss(nn.Module):
     def forward(self, logits: torch.Tensor, target: Union[torch.Tensor, MixupTarget]) -> torch.Tensor:
         if isinstance(target, (tuple, list)):
             target_a, target_b, lam = target
+            if torch.is_tensor(lam) and lam.ndim == 1:
+                # A λ per sample (mixup 'pair'/'elem' modes): the fused kernel takes one λ, so use B×C soft targets.
+                soft = mixed_soft_targets(target_a, target_b, lam, logits.shape[-1])
+                return ops.cross_entropy(logits, soft, label_smoothing=self.label_smoothing,
+                                         reduction=self.reduction, impl=self.impl)
             return ops.mixup_cross_entropy(logits, target_a, target_b, lam, label_smoothing=self.label_smoothing,
                                            reduction=self.reduction, impl=self.impl)
         return ops.cross_entropy(logits, target, label_smoothing=self.label_smoothing, reduction=self.reduction,

@@ -12,6 +12,7 @@ intervals and phase ends only.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import random
@@ -22,17 +23,21 @@ import numpy as np
 import torch
 
 from . import distributed
+from .accumulation import GradientAccumulation, accumulation_steps
 from .amp import Precision
 from .checkpoint import CHECKPOINT_FORMAT, rng_state, set_rng_state
 from .config import TrainConfig, config_to_dict, save_config
 from .cuda_graphs import build_train_step
 from .data import build_data
 from .device import resolve_device, to_device
+from .finetune import finetune_param_groups, prepare_finetune, set_train_mode
 from .hooks import ClassyHook, build_hooks
 from .losses import build_loss
 from .meters import LossMeter, ThroughputMeter, build_meters
+from .mixup import wrap_with_mixup
 from .models import build_model
 from .optimizers import build_optimizer
+from .performance import ForwardLoss, configure_backends
 from .schedulers import LearningRateController, build_schedule
 
 log = logging.getLogger("classy_fast")
@@ -55,22 +60,35 @@ class ClassificationTask:
         if cfg.num_threads > 0:
             torch.set_num_threads(cfg.num_threads)
         seed_everything(cfg.seed)
+        configure_backends(cfg.tf32, cfg.cudnn_benchmark)
         data_kw = dict(device=self.device, seed=cfg.seed + 1000 * distributed.rank(), channels_last=cfg.channels_last)
         self.train_data = None if cfg.test_only else build_data(cfg.data, "train", **data_kw)
+        # Mixup/CutMix (when configured): training batches come as (images, (target_a, target_b, lam)).
+        self.train_data = wrap_with_mixup(self.train_data, cfg.mixup, data_kw["seed"])
         self.test_data = build_data(cfg.data, "test", **data_kw)
         self.num_classes = self.test_data.num_classes
         self.input_shape = (self.test_data.in_channels, *self.test_data.image_size)
 
-        self.model = build_model(cfg.model, self.num_classes, self.input_shape[0]).to(self.device)
+        self.model = build_model(cfg.model, self.num_classes, self.input_shape[0])
+        # Fine-tuning: pretrained weights, new head; a frozen trunk stays in eval mode (set_train_mode).
+        self.frozen_modules = prepare_finetune(self.model, cfg.finetune)
+        self.model = self.model.to(self.device)
         if cfg.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.loss = build_loss(cfg.loss)
         self.precision = Precision(cfg.amp, self.device)
-        self.optimizer = build_optimizer(self.model, cfg.optimizer)
-        self.updates_per_epoch = len(self.train_data) if self.train_data is not None else 1
+        self.optimizer = build_optimizer(self.model, cfg.optimizer,
+                                         finetune_param_groups(self.model, cfg.finetune, cfg.optimizer))
+        self.forward_loss = ForwardLoss(self.loss, self.precision, cfg.compile, cfg.compile_mode)
+        self.accumulation = GradientAccumulation(
+            accumulation_steps(cfg.simulated_global_batch_size, cfg.data.batch_size, distributed.world_size()))
+        self.accumulation.check_step_checkpoints(cfg.hooks.checkpoint.every_n_steps)
+        # Optimizer updates per epoch (the lr schedule counts these): k micro-steps each with accumulation.
+        self.updates_per_epoch = len(self.train_data) // self.accumulation.steps if self.train_data is not None else 1
         if self.train_data is not None and self.updates_per_epoch == 0:
-            raise ValueError(f"the training set ({self.train_data.num_samples} samples) is smaller than one batch "
-                             f"({cfg.data.batch_size}) with drop_last: lower data.batch_size")
+            raise ValueError(f"the training set ({self.train_data.num_samples} samples) is smaller than one update's "
+                             f"batches ({cfg.data.batch_size} × {self.accumulation.steps} accumulation steps) "
+                             f"with drop_last: lower data.batch_size or simulated_global_batch_size")
         self.lr = LearningRateController(self.optimizer, build_schedule(cfg.scheduler, cfg.epochs), cfg.epochs,
                                          self.updates_per_epoch, cfg.scheduler.update_interval)
         self.clip_in_task = cfg.optimizer.max_grad_norm is not None and not getattr(
@@ -116,24 +134,34 @@ class ClassificationTask:
 
     # ------------------------------------------------------------------ steps
     def train_step(self, images: torch.Tensor, target: Any) -> None:
-        """One optimizer update: device work (``device_train_step``) then host bookkeeping. No host sync."""
+        """One optimizer update: device work (``device_train_step``) then host bookkeeping. No host sync.
+
+        With gradient accumulation (k > 1) a call is one micro-step and only every k-th (a host-side
+        count) updates; the others add the gradient of loss / k, without DDP's all-reduce."""
         images = images.to(self.device, non_blocking=True)
         target = to_device(target, self.device)
-        self.device_train_step(images, target)
-        self.optimizer.zero_grad(set_to_none=True)
-        self.after_update(images.shape[0])
+        update = self.accumulation.is_update_step(self.step_in_phase)
+        with self.accumulation.backward_context(self.model, update):
+            self.device_train_step(images, target, update)
+        if update:
+            self.optimizer.zero_grad(set_to_none=True)
+            self.after_update(images.shape[0])
+        else:
+            self.throughput.update(images.shape[0])
 
-    def device_train_step(self, images: torch.Tensor, target: Any) -> None:
+    def device_train_step(self, images: torch.Tensor, target: Any, update: bool = True) -> None:
         """Forward, loss, backward, (unscale, clip,) optimizer step, meters: device work only.
 
         Everything here may be captured in a CUDA graph (``classy_fast.cuda_graphs``): no host
         reads, no Python decisions on tensor values, no new host-side state per call.
         """
-        with self.precision.autocast():
-            logits = self.model(images)
-            loss = self.loss(logits, target)
+        logits, loss = self.forward_loss(self.model, images, target)
         scaler = self.precision.scaler
-        (scaler.scale(loss) if scaler is not None else loss).backward()
+        scaled = self.accumulation.scale(loss)
+        (scaler.scale(scaled) if scaler is not None else scaled).backward()
+        self._update_meters(logits, target, loss)
+        if not update:  # accumulating: the gradients stay in .grad for the next micro-step
+            return
         if self.clip_in_task:
             if scaler is not None:
                 scaler.unscale_(self.optimizer)
@@ -146,7 +174,6 @@ class ClassificationTask:
             self.optimizer.step()
         if hasattr(self.optimizer, "last_grad_norm"):
             self.grad_norm = self.optimizer.last_grad_norm
-        self._update_meters(logits, target, loss)
 
     def after_update(self, batch_size: int) -> None:
         """Host bookkeeping after an optimizer update: counters, the next step's lr (a device fill)."""
@@ -158,9 +185,7 @@ class ClassificationTask:
     def eval_step(self, images: torch.Tensor, target: Any) -> None:
         images = images.to(self.device, non_blocking=True)
         target = to_device(target, self.device)
-        with self.precision.autocast():
-            logits = self.model(images)
-            loss = self.loss(logits, target)
+        logits, loss = self.forward_loss(self.model, images, target)
         self._update_meters(logits, target, loss)
         self.throughput.update(images.shape[0])
 
@@ -203,12 +228,13 @@ class ClassificationTask:
                 meter.reset()
         self.throughput.reset()
         self.data_wait_seconds = 0.0
-        self.phase_length = len(data)
-        self.model.train(train)
+        # With accumulation the epoch's trailing batches that cannot complete an update are left out.
+        self.phase_length = self.updates_per_epoch * self.accumulation.steps if train else len(data)
+        set_train_mode(self.model, train, self.frozen_modules)
         self._call("on_phase_start")
         step = self._train_step if train else self.eval_step
         log_interval = self.cfg.hooks.log_interval
-        batches = iter(data)
+        batches = itertools.islice(iter(data), self.phase_length - self.step_in_phase)
         while True:
             t0 = time.perf_counter()
             batch = next(batches, None)

@@ -32,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", help="checkpoint path, or 'auto' for OUTPUT/checkpoints/last.pt if present")
     p.add_argument("--eval-only", action="store_true", help="only run the test phase (with --resume PATH)")
     p.add_argument("--cuda-graphs", action="store_true", help="capture the whole train step as a CUDA graph")
+    p.add_argument("--compile", action="store_true", help="torch.compile the forward pass and loss (mode: compile_mode)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config key, e.g. --set optimizer.lr=0.2 --set model.name=resnet18")
     return p
@@ -47,6 +48,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         overrides.append("test_only=true")
     if args.cuda_graphs:
         overrides.append("cuda_graphs=true")
+    if args.compile:
+        overrides.append("compile=true")
     return load_config(args.config, overrides + list(args.overrides))
 
 

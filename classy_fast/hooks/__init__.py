@@ -10,16 +10,21 @@ from ..registry import HOOKS
 from .base import ClassyHook
 from .checkpoint import CheckpointHook
 from .complexity import ModelComplexityHook
+from .ema import EMAHook
+from .export import ExportHook
 from .logging import ConsoleLoggerHook
 from .metrics_files import MetricsFilesHook
+from .precise_bn import PreciseBNHook
+from .predictions import PredictionsHook
 from .profiler import ProfilerHook
 from .progress import ProgressBarHook
 from .tensorboard import TensorboardHook
 from .time_to_accuracy import TimeToAccuracyHook
 
 __all__ = [
-    "ClassyHook", "CheckpointHook", "ConsoleLoggerHook", "MetricsFilesHook", "ModelComplexityHook",
-    "ProfilerHook", "ProgressBarHook", "TensorboardHook", "TimeToAccuracyHook", "build_hooks",
+    "ClassyHook", "CheckpointHook", "ConsoleLoggerHook", "EMAHook", "ExportHook", "MetricsFilesHook",
+    "ModelComplexityHook", "PreciseBNHook", "PredictionsHook", "ProfilerHook", "ProgressBarHook", "TensorboardHook",
+    "TimeToAccuracyHook", "build_hooks",
 ]
 
 HOOKS.register("checkpoint", lambda cfg, run: CheckpointHook(os.path.join(run.output_dir, "checkpoints"), **cfg))
@@ -35,6 +40,12 @@ def build_hooks(cfg: TrainConfig) -> List[ClassyHook]:
     """The hooks the config turns on, in the order they run (checkpoint last, after the others updated state)."""
     h = cfg.hooks
     hooks: List[ClassyHook] = []
+    # Recipe hooks first: precise BN recomputes the statistics the EMA copies and the checkpoint saves;
+    # the EMA adds its test metrics (top1_ema, ...) before the loggers and metrics files record them.
+    if cfg.precise_bn.enabled:
+        hooks.append(PreciseBNHook(cfg.precise_bn.num_samples))
+    if cfg.ema.enabled:
+        hooks.append(EMAHook(cfg.ema))
     if h.model_complexity:
         hooks.append(ModelComplexityHook())
     hooks.append(ProgressBarHook(enabled=h.progress_bar))
@@ -47,6 +58,10 @@ def build_hooks(cfg: TrainConfig) -> List[ClassyHook]:
         hooks.append(ProfilerHook(cfg.output_dir, h.profiler))
     for spec in h.extra:
         hooks.append(HOOKS.get(spec.name)(spec.options, cfg))
+    if h.predictions.enabled:
+        hooks.append(PredictionsHook(cfg.output_dir, h.predictions.path))
+    if h.export.enabled:
+        hooks.append(ExportHook(cfg.output_dir, h.export.format, h.export.use_ema))
     c = h.checkpoint
     if c.enabled:
         hooks.append(CheckpointHook(os.path.join(cfg.output_dir, "checkpoints"), c.every_n_phases, c.keep_last,

@@ -1,0 +1,80 @@
+"""Precise BN: recompute BatchNorm running statistics with the final weights of each train phase.
+
+During training the running mean/var are exponential averages of batch statistics taken while the
+weights moved, so they lag the weights the test phase uses. At the end of every train phase this
+hook resets them and averages the batch statistics of ⌈N / batch_size⌉ training batches through
+the current weights (BatchNorm's cumulative mode, ``momentum=None``): running_mean is the mean of
+the per-batch means and running_var the mean of the per-batch unbiased variances, as in
+fvcore's ``update_bn_stats`` (Wu & Johnson, "Rethinking 'Batch' in BatchNorm", 2021).
+
+The batches are the first ones of the epoch just finished, from the unmixed source (Mixup/CutMix
+change the statistics the test set never has), with the run's augmentation and autocast. Only
+BatchNorm layers in training mode are touched (a frozen fine-tuning trunk keeps its statistics).
+Under DDP each rank's result is averaged over ranks. Runs before the checkpoint hook, so the saved
+model has the recomputed statistics.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from typing import Iterable, List
+
+import torch
+from torch import nn
+
+from .. import distributed
+from .base import ClassyHook
+from .ema import unwrap_model
+
+
+def bn_layers_in_training(model: nn.Module) -> List[nn.modules.batchnorm._BatchNorm]:
+    return [m for m in model.modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training and m.track_running_stats]
+
+
+@torch.no_grad()
+def update_bn_stats(model: nn.Module, batches: Iterable[torch.Tensor]) -> int:
+    """Reset and recompute the running statistics of ``model``'s training-mode BatchNorm layers over
+    ``batches`` (input tensors). Returns the number of batches seen; the statistics are untouched if 0."""
+    layers = bn_layers_in_training(model)
+    if not layers:
+        return 0
+    saved = [(bn.momentum, bn.running_mean.clone(), bn.running_var.clone(), bn.num_batches_tracked.clone())
+             for bn in layers]
+    for bn in layers:
+        bn.reset_running_stats()
+        bn.momentum = None  # cumulative average: running = mean over the batches seen since the reset
+    seen = 0
+    for images in batches:
+        model(images)
+        seen += 1
+    for bn, (momentum, mean, var, tracked) in zip(layers, saved):
+        bn.momentum = momentum
+        if seen == 0:
+            bn.running_mean.copy_(mean)
+            bn.running_var.copy_(var)
+            bn.num_batches_tracked.copy_(tracked)
+        else:
+            distributed.all_reduce_mean(bn.running_mean)
+            distributed.all_reduce_mean(bn.running_var)
+    return seen
+
+
+class PreciseBNHook(ClassyHook):
+    name = "precise_bn"
+
+    def __init__(self, num_samples: int = 8192):
+        if num_samples < 1:
+            raise ValueError(f"precise_bn.num_samples must be ≥ 1, got {num_samples}")
+        self.num_samples = num_samples
+
+    def on_phase_end(self, task) -> None:
+        if task.phase["type"] != "train":
+            return
+        source = getattr(task.train_data, "source", task.train_data)  # unmixed batches
+        num_batches = math.ceil(self.num_samples / source.batch_size)
+        source.resume_at(task.phase["epoch"], 0)
+        batches = (images for images, _ in itertools.islice(iter(source), num_batches))
+        with task.precision.autocast():
+            update_bn_stats(unwrap_model(task.model), batches)

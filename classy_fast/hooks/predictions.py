@@ -1,0 +1,62 @@
+"""Prediction file: one CSV row per test sample after the last test phase (``id,predicted,target``).
+
+``id`` is the sample's index in the test set as loaded (after ``data.limit_test``); ``predicted``
+the arg-max class of the model's logits; ``target`` the label. Useful with the eval CLI:
+
+    python -m classy_fast.train --eval-only --resume PATH --set hooks.predictions.enabled=true
+
+The hook makes its own pass over the test set (in order, under the run's autocast) once the last
+test phase has ended, keeping the predictions on the device until the end: one read per run.
+Only the primary rank writes.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+from typing import Optional
+
+import torch
+
+from .. import distributed
+from .base import ClassyHook
+from .ema import unwrap_model
+
+log = logging.getLogger("classy_fast")
+
+
+@torch.inference_mode()
+def predict(model: torch.nn.Module, data, precision) -> tuple:
+    """(predicted classes, targets) over ``data`` as CPU int64 tensors, in the data's order."""
+    was_training = model.training
+    model.eval()
+    preds, targets = [], []
+    for images, target in data:
+        with precision.autocast():
+            logits = model(images)
+        preds.append(logits.argmax(dim=1))
+        targets.append(target)
+    model.train(was_training)
+    return torch.cat(preds).cpu(), torch.cat(targets).cpu()
+
+
+class PredictionsHook(ClassyHook):
+    name = "predictions"
+
+    def __init__(self, output_dir: str, path: Optional[str] = None):
+        self.path = path or os.path.join(output_dir, "predictions.csv")
+
+    def on_phase_end(self, task) -> None:
+        last = task.phase_index == len(task.phases)
+        if task.phase["type"] != "test" or not last or not distributed.is_primary():
+            return
+        preds, targets = predict(unwrap_model(task.model), task.test_data, task.precision)
+        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+        tmp = self.path + ".tmp"
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(["id", "predicted", "target"])
+            writer.writerows(zip(range(len(preds)), preds.tolist(), targets.tolist()))
+        os.replace(tmp, self.path)
+        log.info("wrote %d predictions to %s", len(preds), self.path)

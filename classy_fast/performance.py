@@ -1,0 +1,60 @@
+"""Speed settings of a run: torch.compile of the forward + loss, TF32 and cuDNN autotuning.
+
+``ForwardLoss`` is what the task's train and eval steps call: logits and loss of a batch under the
+run's autocast. With ``compile`` it is ``torch.compile``d as one function (mode ``compile_mode``),
+so the loss is in the same graph as the model: classy_fast's fused cross-entropy ops are
+``torch.library`` custom ops with fake (shape) kernels and registered autograd formulas, so Dynamo
+keeps them as single nodes instead of breaking the graph, and AOTAutograd puts their backward ops in
+the backward graph. The model is passed in on each call (not captured), so a DDP wrapper applied to
+``task.model`` after construction is what runs; the task's ``model`` attribute and its state-dict
+keys stay those of the plain module. ``dynamic=False``: shapes are static per batch size (the
+smaller last test batch compiles once more), which is what CUDA graphs ('reduce-overhead') need.
+
+TF32 (``tf32``) lets float32 matmuls and convolutions on Ampere+ GPUs use TensorFloat-32 (10-bit
+mantissa inputs, fp32 accumulation); ``cudnn_benchmark`` lets cuDNN time its algorithms for each
+new input shape. Both are no-ops on the CPU.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Tuple
+
+import torch
+from torch import nn
+
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+def configure_backends(tf32: bool, cudnn_benchmark: bool) -> None:
+    """Set the TF32 and cuDNN benchmark switches (process-wide, as torch's flags are)."""
+    precision = "tf32" if tf32 else "ieee"
+    matmul = torch.backends.cuda.matmul
+    if hasattr(matmul, "fp32_precision"):
+        # torch ≥ 2.9: the fp32_precision API; mixing it with the legacy allow_tf32 flags is an error.
+        matmul.fp32_precision = precision
+        torch.backends.cudnn.conv.fp32_precision = precision
+    else:
+        matmul.allow_tf32 = tf32
+        torch.backends.cudnn.allow_tf32 = tf32
+    torch.backends.cudnn.benchmark = cudnn_benchmark
+
+
+class ForwardLoss:
+    """``(logits, loss) = forward_loss(model, images, target)``: eager, or compiled as one graph."""
+
+    def __init__(self, loss: Callable, precision: Any, compile: bool = False, mode: str = "default"):
+        if mode not in COMPILE_MODES:
+            raise ValueError(f"compile_mode must be one of {COMPILE_MODES}, got {mode!r}")
+        self.loss = loss
+        self.precision = precision
+        self.compiled = compile
+        self._fn = torch.compile(self._eager, mode=mode, dynamic=False) if compile else self._eager
+
+    def _eager(self, model: nn.Module, images: torch.Tensor, target: Any) -> Tuple[torch.Tensor, torch.Tensor]:
+        with self.precision.autocast():
+            logits = model(images)
+            loss = self.loss(logits, target)
+        return logits, loss
+
+    def __call__(self, model: nn.Module, images: torch.Tensor, target: Any) -> Tuple[torch.Tensor, torch.Tensor]:
+        return self._fn(model, images, target)
