@@ -40,7 +40,7 @@ class ModelConfig:
 @dataclass
 class DataConfig:
     name: str = "fashion_mnist_embedded"
-    """Registered dataset: 'fashion_mnist_embedded' (bundled subset), 'fashion_mnist' (IDX files under root), 'synthetic'."""
+    """Registered dataset: 'fashion_mnist_embedded' (bundled subset), 'fashion_mnist' (IDX files under root), 'synthetic', 'arrays' (an .npz), 'image_folder' or 'file_list' (image files; docs/data.md)."""
     root: Optional[str] = None
     """Directory of the dataset files (for datasets read from disk)."""
     batch_size: int = 128
@@ -69,6 +69,28 @@ class DataConfig:
     """Use only the first N training samples (for quick runs and tests)."""
     limit_test: Optional[int] = None
     """Use only the first N test samples."""
+    backend: Literal["auto", "dali", "torchvision", "nvjpeg"] = "auto"
+    """Image-file pipeline (image_folder, file_list): 'dali', 'torchvision' (PIL DataLoader), 'nvjpeg' (decode_jpeg on the device + fused crop kernel); 'auto': dali if installed, else nvjpeg on CUDA, else torchvision."""
+    num_workers: int = 4
+    """Loader worker processes (torchvision, nvjpeg) or DALI CPU threads per process."""
+    prefetch: int = 2
+    """Batches prepared ahead (DataLoader prefetch_factor per worker, DALI prefetch_queue_depth)."""
+    crop_size: int = 224
+    """Side of the training crop and of the evaluation center crop (image_folder, file_list)."""
+    resize_size: int = 256
+    """Evaluation: the shorter side is resized to this before the center crop."""
+    scale: Tuple[float, float] = (0.08, 1.0)
+    """Random-resized-crop area range, as fractions of the image area."""
+    ratio: Tuple[float, float] = (0.75, 1.3333333333333333)
+    """Random-resized-crop aspect-ratio range (width / height)."""
+    mean: Optional[List[float]] = None
+    """Per-channel mean in [0, 1] for normalization (None: ImageNet's for image files, the training set's for 'arrays')."""
+    std: Optional[List[float]] = None
+    """Per-channel std in [0, 1] for normalization (None: as for mean)."""
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    """dtype of the image batches the data produces."""
+    strict: bool = False
+    """Stop the run at the first undecodable file or out-of-range label (naming it) instead of skipping and counting it."""
 
 
 @dataclass
