@@ -48,7 +48,7 @@ def run_steps(task, batches, graphed, lr_change_at=None):
     return {k: v.detach().float().cpu() for k, v in task.model.state_dict().items()}, task.loss_meter.value()["loss"]
 
 
-@pytest.mark.parametrize("amp", ["none", "bf16"])
+@pytest.mark.parametrize("amp", ["none", "bf16", "fp16"])
 @pytest.mark.parametrize("lr_change_at", [None, 4])
 @pytest.mark.cuda
 def test_graphed_and_eager_training_match(tmp_path, amp, lr_change_at):

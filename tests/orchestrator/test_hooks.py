@@ -1,0 +1,77 @@
+import os
+
+import pytest
+import torch
+
+from classy_fast.config import config_from_dict
+from classy_fast.hooks import ClassyHook, build_hooks
+from classy_fast.hooks.complexity import count_flops
+from classy_fast.registry import HOOKS
+from classy_fast.task import ClassificationTask
+
+from ..conftest import tiny_config_dict
+
+
+class Recorder(ClassyHook):
+    def __init__(self, tag="r"):
+        self.tag, self.events = tag, []
+
+    def on_start(self, task):
+        self.events.append("start")
+
+    def on_phase_start(self, task):
+        self.events.append(f"{task.phase['type']}_start")
+
+    def on_phase_end(self, task):
+        self.events.append(f"{task.phase['type']}_end")
+
+    def on_end(self, task):
+        self.events.append("end")
+
+
+HOOKS.register("test_recorder", lambda options, cfg: Recorder(**options), override=True)
+
+
+def test_lifecycle_order_and_registered_extra_hook(tmp_path):
+    d = tiny_config_dict(tmp_path / "h", test_phase_period=2, epochs=3)
+    d["hooks"]["extra"] = [{"name": "test_recorder", "options": {"tag": "x"}}]
+    cfg = config_from_dict(d, "t")
+    task = ClassificationTask(cfg)
+    rec = next(h for h in task.hooks if isinstance(h, Recorder))
+    task.run()
+    assert rec.tag == "x"
+    assert rec.events == ["start", "train_start", "train_end", "train_start", "train_end", "test_start", "test_end",
+                          "train_start", "train_end", "test_start", "test_end", "end"]
+
+
+def test_flops_of_a_linear_model():
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 5))
+    assert count_flops(model, (3, 2, 2), "cpu") == 2 * 12 * 5
+
+
+def test_profiler_writes_a_trace(tmp_path):
+    d = tiny_config_dict(tmp_path / "p", epochs=1)
+    d["hooks"]["profiler"] = {"enabled": True, "wait": 0, "warmup": 1, "active": 2}
+    ClassificationTask(config_from_dict(d, "t")).run()
+    traces = os.listdir(tmp_path / "p" / "profiler")
+    assert any(name.endswith(".json") or name.endswith(".json.gz") for name in traces), traces
+
+
+def test_tensorboard_missing_is_a_clear_error(tmp_path):
+    try:
+        import tensorboard  # noqa: F401
+        pytest.skip("tensorboard is installed")
+    except ImportError:
+        pass
+    d = tiny_config_dict(tmp_path / "tb")
+    d["hooks"]["tensorboard"] = True
+    with pytest.raises(ImportError, match="pip install tensorboard"):
+        build_hooks(config_from_dict(d, "t"))
+
+
+def test_checkpoint_keeps_last_k_periodic_copies(tmp_path):
+    d = tiny_config_dict(tmp_path / "k", epochs=4)
+    d["hooks"]["checkpoint"] = {"save_periodic": True, "keep_last": 2}
+    ClassificationTask(config_from_dict(d, "t")).run()
+    files = sorted(os.listdir(tmp_path / "k" / "checkpoints"))
+    assert files == ["last.pt", "phase_0003.pt", "phase_0004.pt"]
