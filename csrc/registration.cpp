@@ -94,4 +94,15 @@ TORCH_LIBRARY(classy_fast, m) {
       pt2);
   // ema = decay * ema + (1 - decay) * param; decay_tensor (a device scalar) wins over decay.
   m.def("ema_update_(Tensor(a!)[] ema_params, Tensor[] params, Tensor? decay_tensor, float decay) -> ()", pt2);
+
+  // --- image ops ---
+  // Crop (per-image int64 box y0, x0, h, w) + bilinear resize to out_height x out_width + flip
+  // (per-image bool) + (x / 255 - mean) / std of uint8 images (CHW, or HWC when input_hwc) of any
+  // sizes, written once as dtype (fp32/bf16/fp16) in NCHW or channels_last. Kernels:
+  // csrc/crop_resize_normalize.cpp, csrc/cuda/crop_resize_normalize.cu; fake and wrapper:
+  // classy_fast/ops/crop_resize.py.
+  m.def(
+      "crop_resize_normalize(Tensor[] images, Tensor boxes, Tensor flip, int out_height, int out_width, "
+      "float[] mean, float[] std, bool input_hwc, bool channels_last, ScalarType dtype) -> Tensor",
+      pt2);
 }

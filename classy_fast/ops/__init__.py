@@ -10,6 +10,7 @@ Each fused op has a plain-PyTorch reference next to it (classy_fast.ops.referenc
 
 from classy_fast.ops._extension import BUILD_HINT, build_info as extension_info, has_kernel
 from classy_fast.ops.cross_entropy import cross_entropy, mixup_cross_entropy
+from classy_fast.ops.crop_resize import crop_resize_normalize, crop_resize_normalize_reference
 from classy_fast.ops.ema import ema_update_, ema_update_reference
 from classy_fast.ops.reference import cross_entropy_reference, mixup_cross_entropy_reference
 
