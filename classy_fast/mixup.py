@@ -16,8 +16,8 @@ generator; ``torch.distributions.Beta`` does not): Beta(α, α) = G₁ / (G₁ +
 That keeps every draw on the device and capture-friendly, where host draws would be baked into a
 captured graph. Choices that differ per draw (Mixup or CutMix, mixed or not) are made with
 ``torch.where`` over both results rather than a Python branch. Determinism for resume: the
-generator of batch k of epoch e is seeded from (seed, e, k), like the data augmentation's, so a run
-resumed mid-epoch mixes exactly as one that never stopped.
+generator of batch k of epoch e is seeded from (seed, e, k, rank), like the data augmentation's, so a
+run resumed mid-epoch mixes exactly as one that never stopped.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from typing import Any, Iterator, Tuple
 import torch
 import torch.nn.functional as F
 
+from . import distributed
 from .data.memory import _mix_seed
 from .recipe_config import MixupConfig
 
@@ -192,6 +193,8 @@ class MixupBatches:
         self.source = source
         self.mixup = mixup
         self.seed = seed
+        # Ranks draw their own λ and boxes (as timm's per-process mixing does), like their own crops.
+        self.rank = distributed.rank()
         self.epoch = 0
         self.start_batch = 0
 
@@ -217,7 +220,8 @@ class MixupBatches:
         epoch, start = self.epoch, self.start_batch
         self.start_batch = 0
         for index, (images, target) in enumerate(self.source, start):
-            g = torch.Generator(device=images.device).manual_seed(_mix_seed(self.seed, epoch, index, _MIXUP_STREAM))
+            seed = _mix_seed(self.seed, epoch, index, _MIXUP_STREAM, self.rank)
+            g = torch.Generator(device=images.device).manual_seed(seed)
             yield self.mixup(images, target, g)
 
 
