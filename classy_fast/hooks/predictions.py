@@ -28,8 +28,9 @@ log = logging.getLogger("classy_fast")
 
 @torch.inference_mode()
 def predict(model: torch.nn.Module, data, precision) -> tuple:
-    """(predicted classes, targets) over ``data`` as CPU int64 tensors, in the data's order."""
-    was_training = model.training
+    """(predicted classes, targets) over ``data`` as CPU int64 tensors, in the data's order.
+
+    Leaves ``model`` in eval mode (each phase sets the modes it needs when it starts)."""
     model.eval()
     preds, targets = [], []
     for images, target in data:
@@ -37,7 +38,6 @@ def predict(model: torch.nn.Module, data, precision) -> tuple:
             logits = model(images)
         preds.append(logits.argmax(dim=1))
         targets.append(target)
-    model.train(was_training)
     return torch.cat(preds).cpu(), torch.cat(targets).cpu()
 
 

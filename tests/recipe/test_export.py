@@ -35,3 +35,20 @@ def test_exported_model_reloads_and_gives_the_same_outputs(tmp_path, fmt):
     assert len(rows) == task.test_data.num_samples and [int(r["id"]) for r in rows] == list(range(len(rows)))
     accuracy = sum(r["predicted"] == r["target"] for r in rows) / len(rows)
     assert accuracy == pytest.approx(result["top1"])
+
+
+def test_eval_only_run_writes_predictions_of_the_checkpoint(tmp_path):
+    torch.set_num_threads(1)
+    cfg = config_from_dict(tiny_config_dict(tmp_path / "t", epochs=1), "test")
+    trained = ClassificationTask(cfg, hooks=build_hooks(cfg))
+    trained.run()
+    d = tiny_config_dict(tmp_path / "e", test_only=True)
+    d["hooks"] = {**d["hooks"], "predictions": {"enabled": True, "path": str(tmp_path / "p" / "preds.csv")}}
+    cfg = config_from_dict(d, "test")
+    evaluator = ClassificationTask(cfg, hooks=build_hooks(cfg))
+    evaluator.load_state_dict(torch.load(tmp_path / "t" / "checkpoints" / "last.pt", weights_only=True),
+                              weights_only=True)
+    result = evaluator.run()
+    rows = list(csv.reader(open(tmp_path / "p" / "preds.csv")))
+    assert rows[0] == ["id", "predicted", "target"] and len(rows) == 41
+    assert sum(r[1] == r[2] for r in rows[1:]) / 40 == pytest.approx(result["top1"])
