@@ -135,8 +135,10 @@ class InMemoryImageData:
     def _order(self) -> torch.Tensor:
         if not self.train:
             return torch.arange(self.num_samples, device=self.device)
-        g = torch.Generator(device="cpu").manual_seed(_mix_seed(self.seed, self.epoch))
-        return torch.randperm(self.num_samples, generator=g).to(self.device, non_blocking=True)
+        # Drawn on the data's device by a generator seeded per epoch: no host work, no copy (on the
+        # CPU the same permutation as a CPU generator's).
+        g = torch.Generator(device=self.device).manual_seed(_mix_seed(self.seed, self.epoch))
+        return torch.randperm(self.num_samples, generator=g, device=self.device)
 
     def batch(self, order: torch.Tensor, index: int) -> Tuple[torch.Tensor, torch.Tensor]:
         idx = order[index * self.batch_size : (index + 1) * self.batch_size]
