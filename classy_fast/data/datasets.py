@@ -9,6 +9,7 @@ from typing import Tuple
 import numpy as np
 import torch
 
+from .. import distributed
 from ..config import DataConfig
 from ..registry import DATASETS
 from .idx import read_idx_split
@@ -99,4 +100,11 @@ def synthetic(cfg: DataConfig, split: str, *, device, seed, channels_last):
 
 
 def build_data(cfg: DataConfig, split: str, *, device: torch.device, seed: int, channels_last: bool = False):
-    return DATASETS.get(cfg.name)(cfg, split, device=device, seed=seed, channels_last=channels_last)
+    """The dataset, sharded for this rank under torch.distributed (``seed`` must be the same on every rank)."""
+    data = DATASETS.get(cfg.name)(cfg, split, device=device, seed=seed, channels_last=channels_last)
+    rank, world = distributed.rank(), distributed.world_size()
+    if world > 1:
+        if not hasattr(data, "set_shard"):
+            raise ValueError(f"dataset '{cfg.name}' cannot be sharded over {world} processes (it has no set_shard)")
+        data.set_shard(rank, world)
+    return data

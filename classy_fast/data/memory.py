@@ -14,6 +14,9 @@ from typing import Dict, Iterator, Sequence, Tuple
 
 import torch
 
+from .global_batch_sharding import (check_shard, eval_shard_range, padded_epoch_length, train_batch_range,
+                                    train_batches_per_epoch)
+
 
 def _mix_seed(*parts: int) -> int:
     """Combine integers into one 63-bit seed (splitmix-style) so nearby inputs give unrelated streams."""
@@ -108,6 +111,7 @@ class InMemoryImageData:
         self._shift = (-torch.tensor(mean, dtype=torch.float32) / torch.tensor(std, dtype=torch.float32)).view(1, -1, 1, 1).to(self.device)
         self.epoch = 0
         self.start_batch = 0  # position to resume from within the current epoch
+        self.rank, self.world_size = 0, 1  # data-parallel shard (see set_shard and data/global_batch_sharding.py)
 
     # ------------------------------------------------------------------ shape facts
     @property
@@ -124,7 +128,15 @@ class InMemoryImageData:
 
     def __len__(self) -> int:
         n, b = self.num_samples, self.batch_size
-        return n // b if self.drop_last else (n + b - 1) // b
+        if self.train:
+            return train_batches_per_epoch(n, b, self.world_size, self.drop_last)
+        start, stop = eval_shard_range(n, self.world_size, self.rank)
+        return (stop - start + b - 1) // b
+
+    def set_shard(self, rank: int, world_size: int) -> None:
+        """Read only rank ``rank``'s share of each epoch: batch_size stays per rank (the global batch is batch_size × world_size)."""
+        check_shard(rank, world_size)
+        self.rank, self.world_size = rank, world_size
 
     # ------------------------------------------------------------------ iteration
     def set_epoch(self, epoch: int) -> None:
@@ -134,17 +146,29 @@ class InMemoryImageData:
 
     def _order(self) -> torch.Tensor:
         if not self.train:
-            return torch.arange(self.num_samples, device=self.device)
+            return torch.arange(*eval_shard_range(self.num_samples, self.world_size, self.rank), device=self.device)
+        # The same permutation on every rank (no rank in the seed): ranks take disjoint shares of it.
         # Drawn on the data's device by a generator seeded per epoch: no host work, no copy (on the
         # CPU the same permutation as a CPU generator's).
         g = torch.Generator(device=self.device).manual_seed(_mix_seed(self.seed, self.epoch))
-        return torch.randperm(self.num_samples, generator=g, device=self.device)
+        order = torch.randperm(self.num_samples, generator=g, device=self.device)
+        padded = padded_epoch_length(self.num_samples, self.batch_size, self.world_size, self.drop_last)
+        if padded > self.num_samples:
+            order = torch.cat([order, order[: padded - self.num_samples]])
+        return order
 
     def batch(self, order: torch.Tensor, index: int) -> Tuple[torch.Tensor, torch.Tensor]:
-        idx = order[index * self.batch_size : (index + 1) * self.batch_size]
+        if self.train:
+            start, stop = train_batch_range(self.num_samples, self.batch_size, self.world_size, self.rank, index,
+                                            self.drop_last)
+        else:
+            start, stop = index * self.batch_size, (index + 1) * self.batch_size
+        idx = order[start:stop]
         x = self.images.index_select(0, idx)
         if self.augment:
-            g = torch.Generator(device=self.device).manual_seed(_mix_seed(self.seed, self.epoch, index, 1))
+            # Augmentation differs per rank (rank 0 keeps the single-process stream).
+            g = torch.Generator(device=self.device).manual_seed(
+                _mix_seed(self.seed, self.epoch, index, 1, *((self.rank,) if self.rank else ())))
             x = random_crop_flip(x, self.crop_padding, self.flip, g)
         x = torch.addcmul(self._shift, x.to(torch.float32), self._scale).to(self.dtype)
         if self.channels_last:
