@@ -1,15 +1,37 @@
-"""torch.distributed helpers that are no-ops on a single process.
+"""torch.distributed: process-group setup from the launcher's environment, and helpers that are
+no-ops on a single process.
 
-Everything here works without ``init_process_group``: a plain ``python -m classy_fast.train`` run is
-world size 1 and never touches torch.distributed.
+A plain ``python -m classy_fast.train`` run is world size 1 and never touches torch.distributed:
+every helper below returns its input (or the obvious single-process answer). Under ``torchrun`` or
+``srun`` (see ``classy_fast.launch_env``) ``init_distributed`` creates the process group: NCCL
+when training on CUDA, gloo otherwise, each process on the GPU of its local rank, collectives that
+give up after ``distributed.timeout_seconds``. A ``RankWatchdog`` thread (``classy_fast.rank_watchdog``)
+then makes sure a rank that dies or hangs ends the whole job, with a message naming it.
 """
 
 from __future__ import annotations
 
-from typing import Any, List
+import datetime
+import logging
+import os
+import sys
+from typing import Any, Callable, List, Optional
 
 import torch
 import torch.distributed as dist
+
+from .launch_env import SINGLE_PROCESS, LaunchEnv, detect_launch_env
+
+log = logging.getLogger("classy_fast")
+
+#: Exit status of a rank that stops because the job failed (this rank's error or a peer's).
+EXIT_DISTRIBUTED_FAILURE = 4
+
+_launch_env: LaunchEnv = SINGLE_PROCESS
+_watchdog = None  # the RankWatchdog of this process, once initialised
+
+
+# ----------------------------------------------------------------------------- where am I
 
 
 def is_distributed() -> bool:
@@ -24,8 +46,29 @@ def world_size() -> int:
     return dist.get_world_size() if is_distributed() else 1
 
 
+def local_rank() -> int:
+    """This process's index on its node (selects its GPU); 0 on one process."""
+    if _launch_env.distributed:
+        return _launch_env.local_rank
+    return int(os.environ.get("LOCAL_RANK", 0)) if is_distributed() else 0
+
+
 def is_primary() -> bool:
     return rank() == 0
+
+
+def backend() -> Optional[str]:
+    return dist.get_backend() if is_distributed() else None
+
+
+def collective_device() -> torch.device:
+    """Where tensors for ad-hoc collectives must live: this rank's GPU under NCCL, else the CPU."""
+    if backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+# ----------------------------------------------------------------------------- collectives
 
 
 def barrier() -> None:
@@ -53,12 +96,38 @@ def all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
+def all_reduce_host_sum(value: float) -> float:
+    """Sum a host number over ranks (one tiny collective; for phase-end bookkeeping only)."""
+    if not is_distributed():
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device=collective_device())
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return float(t.item())
+
+
 def broadcast_object(obj: Any, src: int = 0) -> Any:
+    """``obj`` from rank ``src`` on every rank (pickled: for small values such as paths and flags)."""
     if not is_distributed():
         return obj
     box = [obj]
     dist.broadcast_object_list(box, src=src)
     return box[0]
+
+
+def broadcast_tensors(tensors: List[torch.Tensor], src: int = 0) -> None:
+    """Overwrite each tensor in place with rank ``src``'s copy."""
+    if is_distributed():
+        for t in tensors:
+            dist.broadcast(t, src=src)
+
+
+def gather(tensor: torch.Tensor) -> List[torch.Tensor]:
+    """Every rank's ``tensor`` (same shape on all ranks), in rank order, on every rank."""
+    if not is_distributed():
+        return [tensor]
+    out = [torch.empty_like(tensor) for _ in range(world_size())]
+    dist.all_gather(out, tensor)
+    return out
 
 
 def gather_objects(obj: Any) -> List[Any]:
@@ -68,3 +137,110 @@ def gather_objects(obj: Any) -> List[Any]:
     out: List[Any] = [None] * world_size()
     dist.all_gather_object(out, obj)
     return out
+
+
+def gather_object(obj: Any, dst: int = 0) -> Optional[List[Any]]:
+    """Every rank's ``obj`` in rank order on rank ``dst``; None on the others."""
+    if not is_distributed():
+        return [obj]
+    out: Optional[List[Any]] = [None] * world_size() if rank() == dst else None
+    dist.gather_object(obj, out, dst=dst)
+    return out
+
+
+# ----------------------------------------------------------------------------- setup and teardown
+
+
+def resolve_backend(requested: str, device: str) -> str:
+    """'auto' → NCCL when this run trains on CUDA, gloo otherwise."""
+    on_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    if requested == "auto":
+        return "nccl" if on_cuda else "gloo"
+    if requested == "nccl" and not on_cuda:
+        raise ValueError("distributed.backend 'nccl' needs CUDA training (device cuda, or auto with a GPU); use gloo on CPU")
+    return requested
+
+
+def launch_env() -> LaunchEnv:
+    return _launch_env
+
+
+def init_distributed(cfg, device: str = "auto") -> LaunchEnv:
+    """Join the job described by the environment (torchrun, else srun); a single process does nothing.
+
+    ``cfg`` is the run's ``DistributedConfig``. Idempotent: a process group created earlier (by
+    the caller or a previous call) is kept.
+    """
+    global _launch_env, _watchdog
+    env = detect_launch_env()
+    if not env.distributed or is_distributed():
+        if is_distributed() and env.distributed:
+            _launch_env = env
+        return env
+    name = resolve_backend(cfg.backend, device)
+    if env.launcher == "slurm":
+        env.export()  # env:// reads the torchrun-style variables
+    device_id = None
+    if name == "nccl":
+        if torch.cuda.device_count() <= env.local_rank:
+            raise ValueError(f"local rank {env.local_rank} has no GPU ({torch.cuda.device_count()} visible): "
+                             f"start at most one process per GPU (--nproc_per_node / --ntasks-per-node)")
+        torch.cuda.set_device(env.local_rank)
+        device_id = torch.device("cuda", env.local_rank)
+        # A failed or timed-out NCCL collective aborts the communicator and ends the process
+        # instead of leaving it spinning on the GPU (the user's own setting wins).
+        os.environ.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1")
+    timeout = datetime.timedelta(seconds=cfg.timeout_seconds)
+    kwargs = {"device_id": device_id} if device_id is not None else {}
+    dist.init_process_group(name, init_method="env://", rank=env.rank, world_size=env.world_size,
+                            timeout=timeout, **kwargs)
+    _launch_env = env
+    if cfg.watchdog:
+        from .rank_watchdog import RankWatchdog
+
+        _watchdog = RankWatchdog(env, timeout_s=cfg.timeout_seconds)
+        _watchdog.start()
+    if env.rank == 0:
+        log.info("distributed: %d processes (%s launch), backend %s, timeout %ds", env.world_size, env.launcher,
+                 name, cfg.timeout_seconds)
+    else:
+        log.setLevel(logging.WARNING)  # one console: the primary's (warnings and errors still show everywhere)
+    return env
+
+
+def set_progress_source(source: Optional[Callable[[], Any]]) -> None:
+    """Tell the watchdog how far this rank has got (a callable returning something comparable, e.g. (phase, step))."""
+    if _watchdog is not None:
+        _watchdog.progress_source = source
+
+
+def shutdown() -> None:
+    """End a successful run: wait for every rank, stop the watchdog, destroy the process group."""
+    global _watchdog
+    if not is_distributed():
+        return
+    dist.barrier()
+    if _watchdog is not None:
+        _watchdog.stop()
+        _watchdog = None
+    dist.destroy_process_group()
+
+
+def fail(error: BaseException) -> str:
+    """Record that this rank failed (peers' watchdogs see it) and return a message naming the rank(s) at fault.
+
+    Called on the error path of ``classy_fast.train`` before the process exits with ``exit_now``.
+    """
+    me = rank() if is_distributed() else _launch_env.rank
+    summary = f"{type(error).__name__}: {str(error).strip().splitlines()[0][:300] if str(error).strip() else ''}"
+    if _watchdog is None:
+        return f"rank {me}: {summary}"
+    return _watchdog.report_failure(error, summary)
+
+
+def exit_now(code: int) -> None:
+    """Leave without running destructors: a process group whose peer died can abort() in its teardown."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    logging.shutdown()
+    os._exit(code)

@@ -29,6 +29,7 @@ class Meter:
     def __init__(self, device: torch.device):
         self.device = torch.device(device)
         self.state: Dict[str, torch.Tensor] = {}
+        self.synced = False  # True between sync() (phase end) and the next reset/load: state is then global
 
     def update(self, logits: torch.Tensor, target: torch.Tensor) -> None:
         raise NotImplementedError
@@ -39,17 +40,32 @@ class Meter:
     def reset(self) -> None:
         for t in self.state.values():
             t.zero_()
+        self.synced = False
 
     def sync(self) -> None:
         for t in self.state.values():
             distributed.all_reduce_sum(t)
+        self.synced = True
 
     def state_dict(self) -> Dict[str, torch.Tensor]:
+        """The global state: mid-phase under torch.distributed this reduces a copy over ranks (a collective)."""
+        if distributed.world_size() > 1 and not self.synced:
+            local = {k: v.clone() for k, v in self.state.items()}
+            self.sync()
+            out = {k: v.detach().cpu().clone() for k, v in self.state.items()}
+            for k, v in self.state.items():
+                v.copy_(local[k])
+            self.synced = False
+            return out
         return {k: v.detach().cpu().clone() for k, v in self.state.items()}
 
     def load_state_dict(self, state: Dict[str, torch.Tensor]) -> None:
+        """Load a global state: rank 0 holds it and the other ranks start from zero, so the phase-end sum is right."""
         for k, v in self.state.items():
             v.copy_(state[k])
+        if distributed.rank() != 0:
+            self.reset()
+        self.synced = False
 
 
 def _rank_index(topk: List[int], num_classes: int, device: torch.device):
@@ -155,6 +171,7 @@ class LossMeter(Meter):
         distributed.all_reduce_sum(self.state["sum"])
         distributed.all_reduce_sum(self.state["count"])
         distributed.all_reduce_max(self.state["first_nonfinite_step"])
+        self.synced = True
 
     def first_nonfinite_step(self) -> int:
         return int(self.state["first_nonfinite_step"])
@@ -178,6 +195,10 @@ class ThroughputMeter:
 
     def update(self, batch_size: int) -> None:
         self.images += batch_size
+
+    def sync(self) -> None:
+        """Count every rank's images (phase end): images_per_sec is then the job's throughput."""
+        self.images = int(distributed.all_reduce_host_sum(self.images))
 
     def seconds(self) -> float:
         return time.perf_counter() - self.start

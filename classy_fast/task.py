@@ -36,7 +36,7 @@ from .losses import build_loss
 from .meters import LossMeter, ThroughputMeter, build_meters
 from .mixup import wrap_with_mixup
 from .models import build_model
-from .optimizers import build_optimizer
+from .parallel import ParallelTraining
 from .performance import ForwardLoss, configure_backends
 from .schedulers import LearningRateController, build_schedule
 
@@ -61,7 +61,9 @@ class ClassificationTask:
             torch.set_num_threads(cfg.num_threads)
         seed_everything(cfg.seed)
         configure_backends(cfg.tf32, cfg.cudnn_benchmark)
-        data_kw = dict(device=self.device, seed=cfg.seed + 1000 * distributed.rank(), channels_last=cfg.channels_last)
+        # The data seed is the same on every rank: ranks draw one epoch permutation and take disjoint shares
+        # of each global batch (data/global_batch_sharding.py); augmentation streams add the rank to their seed.
+        data_kw = dict(device=self.device, seed=cfg.seed, channels_last=cfg.channels_last)
         self.train_data = None if cfg.test_only else build_data(cfg.data, "train", **data_kw)
         # Mixup/CutMix (when configured): training batches come as (images, (target_a, target_b, lam)).
         self.train_data = wrap_with_mixup(self.train_data, cfg.mixup, data_kw["seed"])
@@ -75,9 +77,14 @@ class ClassificationTask:
         self.model = self.model.to(self.device)
         if cfg.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
+        # Data parallelism (nothing on one process): SyncBN, the DDP wrapper the train step calls
+        # (``self.model`` stays the plain module for eval, checkpoints, EMA), ZeRO (classy_fast/parallel.py).
+        self.parallel = ParallelTraining(cfg.distributed, self.device, cfg.seed)
+        self.model = self.parallel.convert_batchnorm(self.model)
+        self.train_model = self.parallel.wrap(self.model)
         self.loss = build_loss(cfg.loss)
         self.precision = Precision(cfg.amp, self.device)
-        self.optimizer = build_optimizer(self.model, cfg.optimizer,
+        self.optimizer = self.parallel.build_optimizer(self.model, cfg.optimizer,
                                          finetune_param_groups(self.model, cfg.finetune, cfg.optimizer))
         self.forward_loss = ForwardLoss(self.loss, self.precision, cfg.compile, cfg.compile_mode)
         self.accumulation = GradientAccumulation(
@@ -141,7 +148,7 @@ class ClassificationTask:
         images = images.to(self.device, non_blocking=True)
         target = to_device(target, self.device)
         update = self.accumulation.is_update_step(self.step_in_phase)
-        with self.accumulation.backward_context(self.model, update):
+        with self.accumulation.backward_context(self.train_model, update):
             self.device_train_step(images, target, update)
         if update:
             self.optimizer.zero_grad(set_to_none=True)
@@ -155,7 +162,7 @@ class ClassificationTask:
         Everything here may be captured in a CUDA graph (``classy_fast.cuda_graphs``): no host
         reads, no Python decisions on tensor values, no new host-side state per call.
         """
-        logits, loss = self.forward_loss(self.model, images, target)
+        logits, loss = self.forward_loss(self.train_model, images, target)
         scaler = self.precision.scaler
         scaled = self.accumulation.scale(loss)
         (scaler.scale(scaled) if scaler is not None else scaled).backward()
@@ -174,6 +181,10 @@ class ClassificationTask:
             self.optimizer.step()
         if hasattr(self.optimizer, "last_grad_norm"):
             self.grad_norm = self.optimizer.last_grad_norm
+
+    def no_sync_context(self, is_update_step: bool):
+        """DDP's ``no_sync`` (gradients stay local) on micro-steps that do not update; a null context otherwise."""
+        return self.parallel.no_sync(is_update_step)
 
     def after_update(self, batch_size: int) -> None:
         """Host bookkeeping after an optimizer update: counters, the next step's lr (a device fill)."""
@@ -231,6 +242,8 @@ class ClassificationTask:
         # With accumulation the epoch's trailing batches that cannot complete an update are left out.
         self.phase_length = self.updates_per_epoch * self.accumulation.steps if train else len(data)
         set_train_mode(self.model, train, self.frozen_modules)
+        if not train:
+            self.parallel.before_eval(self.model)  # every rank evaluates rank 0's BN statistics
         self._call("on_phase_start")
         step = self._train_step if train else self.eval_step
         log_interval = self.cfg.hooks.log_interval
@@ -249,7 +262,7 @@ class ClassificationTask:
         self._end_phase()
 
     def _end_phase(self) -> None:
-        for meter in (*self.meters, self.loss_meter):
+        for meter in (*self.meters, self.loss_meter, self.throughput):
             meter.sync()
         if self.in_train_phase:
             self.check_finite()
@@ -290,7 +303,7 @@ class ClassificationTask:
             "format": CHECKPOINT_FORMAT,
             "config": config_to_dict(self.cfg),
             "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": self.parallel.optimizer_state_dict(self.optimizer),
             "lr_controller": self.lr.state_dict(),
             "precision": self.precision.state_dict(),
             "meters": [m.state_dict() for m in self.meters],
@@ -302,6 +315,7 @@ class ClassificationTask:
                 "global_step": int(self._step_tensor),
             },
             "rng": rng_state(),
+            "distributed": self.parallel.state_dict(self.cfg.data.batch_size * distributed.world_size()),
         }
 
     def load_state_dict(self, state: Dict[str, Any], weights_only: bool = False) -> None:
@@ -331,6 +345,7 @@ class ClassificationTask:
         if self.phase_index < len(self.phases):
             self.phase = self.phases[self.phase_index]
         set_rng_state(state["rng"])
+        self.parallel.load_state_dict(state.get("distributed"), self)  # per-rank RNG, world-size checks
 
     # ------------------------------------------------------------------ hooks
     def _call(self, event: str) -> None:

@@ -13,6 +13,7 @@ import os
 import sys
 from typing import List, Optional
 
+from . import distributed
 from .checkpoint import CheckpointError, find_resume_checkpoint, load_checkpoint
 from .config import ConfigError, TrainConfig, load_config
 
@@ -58,31 +59,52 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         cfg = config_from_args(args)
+        # Under torchrun/srun: join the process group (one process per GPU); alone: nothing happens.
+        distributed.init_distributed(cfg.distributed, cfg.device)
+        from .device import resolve_device
         from .task import ClassificationTask, NonFiniteLossError
 
-        resume_path = find_resume_checkpoint(cfg.resume, cfg.output_dir)
-        state = load_checkpoint(resume_path) if resume_path else None
+        # Rank 0 decides what 'auto' resumes from; every rank then reads that file itself onto its own device.
+        resume_path = distributed.broadcast_object(find_resume_checkpoint(cfg.resume, cfg.output_dir))
+        state = load_checkpoint(resume_path, map_location=resolve_device(cfg.device)) if resume_path else None
         if cfg.test_only and state is None:
             log.warning("evaluating an untrained model: pass --resume PATH to evaluate a checkpoint")
         task = ClassificationTask(cfg)
+        distributed.set_progress_source(lambda: (task.phase_index, task.step_in_phase))  # for hang reports
         if state is not None:
             task.load_state_dict(state, weights_only=cfg.test_only)
             log.info("resumed from %s (phase %d, step %d)", resume_path, task.phase_index, task.step_in_phase)
         log.info("training on %s, amp=%s; outputs in %s", task.device, task.precision.mode,
                  os.path.abspath(cfg.output_dir))
         metrics = task.run()
+        primary = distributed.is_primary()
+        distributed.shutdown()
     except (ConfigError, CheckpointError, FileNotFoundError, ValueError, KeyError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f"error: {msg}", file=sys.stderr)
-        return 2
+        return _error(2, e, msg)
     except NonFiniteLossError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 3
+        return _error(3, e, e)
+    except Exception as e:
+        if not distributed.is_distributed():
+            raise
+        return _error(distributed.EXIT_DISTRIBUTED_FAILURE, e, e)
+    if not primary:
+        return 0
     out = os.path.abspath(cfg.output_dir)
     print(f"done: test top1={metrics.get('top1', float('nan')):.4f} loss={metrics.get('loss', float('nan')):.4f}")
     print(f"outputs: {out}/config.yaml, {out}/metrics.jsonl, {out}/metrics.csv"
           + ("" if cfg.test_only or not cfg.hooks.checkpoint.enabled else f", {out}/checkpoints/last.pt"))
     return 0
+
+
+def _error(code: int, error: BaseException, message) -> int:
+    """Print the error; under torch.distributed name this rank (and the one at fault) and exit at once."""
+    if not distributed.is_distributed():
+        print(f"error: {message}", file=sys.stderr)
+        return code
+    print(f"error: {distributed.fail(error)}", file=sys.stderr)
+    distributed.exit_now(code)  # a process group with a failed peer can abort() in its destructor
+    return code
 
 
 if __name__ == "__main__":
