@@ -7,7 +7,8 @@ the arg-max class of the model's logits; ``target`` the label. Useful with the e
 
 The hook makes its own pass over the test set (in order, under the run's autocast) once the last
 test phase has ended, keeping the predictions on the device until the end: one read per run.
-Only the primary rank writes.
+Under DDP each rank predicts its contiguous evaluation shard (data/sharding.py) and the primary
+rank gathers the shards in rank order, which is the test set's order, and writes the file.
 """
 
 from __future__ import annotations
@@ -49,9 +50,14 @@ class PredictionsHook(ClassyHook):
 
     def on_phase_end(self, task) -> None:
         last = task.phase_index == len(task.phases)
-        if task.phase["type"] != "test" or not last or not distributed.is_primary():
+        if task.phase["type"] != "test" or not last:
             return
         preds, targets = predict(unwrap_model(task.model), task.test_data, task.precision)
+        shards = distributed.gather_object((preds, targets))  # every rank takes part; the primary gets them all
+        if not distributed.is_primary():
+            return
+        preds = torch.cat([p for p, _ in shards])
+        targets = torch.cat([t for _, t in shards])
         os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
         tmp = self.path + ".tmp"
         with open(tmp, "w", newline="", encoding="utf-8") as f:
