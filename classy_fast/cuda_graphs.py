@@ -43,6 +43,10 @@ def unsupported_reason(task) -> Optional[str]:
         return "gradient accumulation (simulated_global_batch_size): a replay would overwrite the accumulated grads"
     if task.train_data is not None and not getattr(task.train_data, "drop_last", True):
         return "train batches must have static shapes: set data.drop_last=true"
+    if task.accumulation.steps > 1:
+        return "gradient accumulation alternates two different steps (accumulate / update)"
+    if task.cfg.compile and task.cfg.compile_mode in ("reduce-overhead", "max-autotune"):
+        return f"torch.compile mode '{task.cfg.compile_mode}' records CUDA graphs of its own"
     return None
 
 
@@ -73,7 +77,7 @@ class GraphedTrainStep:
     def __init__(self, task, warmup_steps: Optional[int] = None):
         self.task = task
         self.warmup_steps = warmup_steps if warmup_steps is not None else (
-            DDP_WARMUP_STEPS if distributed.world_size() > 1 or _is_ddp(task.model) else WARMUP_STEPS)
+            DDP_WARMUP_STEPS if distributed.world_size() > 1 or _is_ddp(task.train_model) else WARMUP_STEPS)
         self.graph: Optional[torch.cuda.CUDAGraph] = None
         self.static_inputs: Any = None
         self.eager_steps = 0
