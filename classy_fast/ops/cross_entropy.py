@@ -32,8 +32,6 @@ def _check_fake_logits(logits: torch.Tensor, op: str) -> None:
 
 
 def _register_fake_kernels() -> None:
-    ops = torch.ops.classy_fast
-
     @torch.library.register_fake("classy_fast::cross_entropy_fwd")
     def _(logits, target, label_smoothing, ignore_index, inplace_backward):
         _check_fake_logits(logits, "classy_fast::cross_entropy_fwd")
@@ -57,7 +55,6 @@ def _register_fake_kernels() -> None:
     torch.library.register_fake("classy_fast::soft_cross_entropy_bwd")(lambda g, logits, *rest: grad_like(logits))
     for name in ("cross_entropy_bwd_", "mixup_cross_entropy_bwd_", "soft_cross_entropy_bwd_"):
         torch.library.register_fake(f"classy_fast::{name}")(lambda *args: None)
-    del ops
 
 
 # ---- autograd formulas: the backward ops, in place over the logits when asked and possible ----

@@ -1,0 +1,220 @@
+"""Fused cross-entropy vs F.cross_entropy(label_smoothing=0.1), forward + backward.
+
+Hardware: 2-core AMD EPYC VM (AVX-512; the fused CPU rows use AVX2), torch 2.14.1, 2 threads.
+Time: about 10 s for the default CPU cases.
+Result (CPU, fp32, fwd+bwd, fused vs torch): B=256 C=1000 CPU_RATIO_256_1000; B=4096 C=1000
+CPU_RATIO_4096_1000; B=256 C=21843 CPU_RATIO_256_21843 (see docs/ops.md for the table).
+GPU (H100/H200, bf16): to be filled in from benchmarks/gpu_check.sh output; not measured yet.
+
+Two ways to run:
+    pytest benchmarks/bench_cross_entropy.py -s              # pytest-benchmark, CPU (+ CUDA if present)
+    python benchmarks/bench_cross_entropy.py --device cuda   # a plain table, for the GPU check
+
+Each case times fused (classy_fast.ops.cross_entropy, impl="fused") and torch on the same
+logits, prints the speedup, and on CUDA the fused op's achieved bandwidth, counting the bytes
+it must move: the logits read twice (forward, backward) and the gradient written once.
+The large CPU cases (4096 x 21843, 256/4096 x 128000) run only with CLASSY_FAST_BENCH_LARGE=1 /
+--large: they take minutes on 2 cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable, List, Optional
+
+import torch
+import torch.nn.functional as F
+
+from classy_fast.ops import cross_entropy, cuda_kernels_available, extension_available
+
+BATCHES = (256, 4096)
+CLASSES = (1000, 21843, 128000)
+LABEL_SMOOTHING = 0.1
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def cpu_cases(large: bool):
+    """(B, C) pairs cheap enough for 2 CPU cores unless `large`."""
+    return [(b, c) for b in BATCHES for c in CLASSES if large or b * c <= 256 * 21843]
+
+
+def cuda_cases():
+    return [(b, c) for b in BATCHES for c in CLASSES]
+
+
+@dataclass
+class Result:
+    device: str
+    dtype: str
+    batch: int
+    classes: int
+    fused_ms: float
+    torch_ms: float
+    torch_fp32_ms: Optional[float]  # F.cross_entropy(x.float()): what autocast runs for bf16/fp16
+    speedup: float
+    fused_gbps: Optional[float]
+
+    def row(self) -> str:
+        fp32 = f"{self.torch_fp32_ms:9.3f}" if self.torch_fp32_ms is not None else f"{'-':>9}"
+        gbps = f"{self.fused_gbps:8.0f}" if self.fused_gbps is not None else f"{'-':>8}"
+        return (
+            f"{self.device:>6} {self.dtype:>5} {self.batch:>6} {self.classes:>7} {self.fused_ms:9.3f} "
+            f"{self.torch_ms:9.3f} {fp32} {self.speedup:8.2f}x {gbps}"
+        )
+
+
+HEADER = (
+    f"{'device':>6} {'dtype':>5} {'B':>6} {'C':>7} {'fused ms':>9} {'torch ms':>9} {'t.fp32 ms':>9} "
+    f"{'speedup':>9} {'GB/s':>8}"
+)
+
+
+def make_steps(batch: int, classes: int, dtype: torch.dtype, device: str):
+    g = torch.Generator(device="cpu").manual_seed(batch + classes)
+    x = (torch.randn(batch, classes, generator=g) * 2).to(device=device, dtype=dtype).requires_grad_()
+    t = torch.randint(0, classes, (batch,), generator=g).to(device)
+
+    def fused():
+        x.grad = None
+        cross_entropy(x, t, label_smoothing=LABEL_SMOOTHING, impl="fused").backward()
+
+    def plain():
+        x.grad = None
+        F.cross_entropy(x, t, label_smoothing=LABEL_SMOOTHING).backward()
+
+    def plain_fp32():
+        x.grad = None
+        F.cross_entropy(x.float(), t, label_smoothing=LABEL_SMOOTHING).backward()
+
+    return fused, plain, plain_fp32
+
+
+def time_ms(fn: Callable[[], None], device: str, min_time_s: float = 0.3, max_iters: int = 200) -> float:
+    """Mean ms per call: CUDA events around a batch of calls, or wall time on CPU."""
+    fn()  # warm-up (allocator, lazy init)
+    if device == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    fn()
+    if device == "cuda":
+        torch.cuda.synchronize()
+    once = max(time.perf_counter() - t0, 1e-6)
+    iters = int(max(3, min(max_iters, min_time_s / once)))
+    if device == "cuda":
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(iters):
+            fn()
+        end.record()
+        torch.cuda.synchronize()
+        return start.elapsed_time(end) / iters
+    t0 = time.perf_counter()
+    for _ in range(iters):
+        fn()
+    return (time.perf_counter() - t0) * 1e3 / iters
+
+
+def run_case(batch: int, classes: int, dtype_name: str, device: str) -> Result:
+    dtype = DTYPES[dtype_name]
+    fused, plain, plain_fp32 = make_steps(batch, classes, dtype, device)
+    fused_ms = time_ms(fused, device)
+    torch_ms = time_ms(plain, device)
+    fp32_ms = time_ms(plain_fp32, device) if dtype != torch.float32 else None
+    moved = 3 * batch * classes * torch.finfo(dtype).bits // 8  # logits read twice + grad written once
+    gbps = moved / (fused_ms * 1e-3) / 1e9 if device == "cuda" else None
+    return Result(device, dtype_name, batch, classes, fused_ms, torch_ms, fp32_ms, torch_ms / fused_ms, gbps)
+
+
+# ---- pytest-benchmark entry points ----
+
+try:
+    import pytest
+except ImportError:  # script mode without pytest installed
+    pytest = None
+
+if pytest is not None:
+    _large = os.environ.get("CLASSY_FAST_BENCH_LARGE") == "1"
+    _params = [("cpu", "fp32", b, c) for b, c in cpu_cases(_large)]
+    _params += [
+        pytest.param("cuda", dt, b, c, marks=[pytest.mark.cuda])
+        for dt in ("bf16", "fp32")
+        for b, c in cuda_cases()
+    ]
+
+    @pytest.mark.parametrize("device,dtype_name,batch,classes", _params)
+    def test_bench_fused_cross_entropy(benchmark, device, dtype_name, batch, classes):
+        if not extension_available():
+            pytest.skip("classy_fast._C is not built")
+        if device == "cuda" and not (torch.cuda.is_available() and cuda_kernels_available()):
+            pytest.skip("needs a CUDA device and the CUDA kernels")
+        result = run_case(batch, classes, dtype_name, device)
+        fused, _, _ = make_steps(batch, classes, DTYPES[dtype_name], device)
+
+        def fused_synced():
+            fused()
+            if device == "cuda":
+                torch.cuda.synchronize()
+
+        benchmark.group = f"{device} {dtype_name} B={batch} C={classes}"
+        benchmark.extra_info.update(asdict(result))
+        benchmark.pedantic(fused_synced, rounds=5, iterations=1, warmup_rounds=1)
+        print(f"\n{HEADER}\n{result.row()}")
+        assert result.fused_ms > 0 and result.torch_ms > 0
+
+
+# ---- script mode ----
+
+
+def summarize(results: List[Result]) -> str:
+    """One line for the GPU check's summary table: speedup range per dtype, peak GB/s."""
+    parts = []
+    for dtype_name in dict.fromkeys(r.dtype for r in results):
+        rs = [r for r in results if r.dtype == dtype_name]
+        part = f"{dtype_name} {min(r.speedup for r in rs):.2f}-{max(r.speedup for r in rs):.2f}x"
+        if rs[0].fused_gbps is not None:
+            part += f", up to {max(r.fused_gbps for r in rs):.0f} GB/s"
+        parts.append(part)
+    return "fused vs torch " + "; ".join(parts)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--dtype", action="append", choices=sorted(DTYPES), help="repeatable; default bf16+fp32 on CUDA, fp32 on CPU")
+    ap.add_argument("--large", action="store_true", help="include the CPU cases that take minutes")
+    ap.add_argument("--threads", type=int, help="CPU threads (torch.set_num_threads)")
+    ap.add_argument("--json", help="also write the results to this file")
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if not extension_available():
+        print("classy_fast._C is not built: pip install --no-build-isolation --no-deps -e .", file=sys.stderr)
+        return 2
+    if args.device == "cuda" and not (torch.cuda.is_available() and cuda_kernels_available()):
+        print("no CUDA device, or the extension has no CUDA kernels", file=sys.stderr)
+        return 2
+    dtypes = args.dtype or (["bf16", "fp32"] if args.device == "cuda" else ["fp32"])
+    cases = cuda_cases() if args.device == "cuda" else cpu_cases(args.large)
+    name = torch.cuda.get_device_name(0) if args.device == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    print(f"fused cross-entropy vs F.cross_entropy(label_smoothing={LABEL_SMOOTHING}), fwd+bwd, on {name}")
+    print(HEADER)
+    results = []
+    for dtype_name in dtypes:
+        for batch, classes in cases:
+            r = run_case(batch, classes, dtype_name, args.device)
+            results.append(r)
+            print(r.row(), flush=True)
+    print("KEY: " + summarize(results))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"device": name, "results": [asdict(r) for r in results]}, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
