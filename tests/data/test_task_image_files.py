@@ -1,0 +1,42 @@
+"""A training run on image files end to end: the task drives an image_folder source, reports the
+skipped files in its metrics, and with data.strict the CLI stops naming the bad file."""
+
+import json
+import os
+
+import torch
+
+from classy_fast.config import config_from_dict
+from classy_fast.task import ClassificationTask
+from classy_fast.train import main
+
+from ..conftest import tiny_config_dict
+
+
+def image_run(root, out, **data):
+    d = tiny_config_dict(out, epochs=1)
+    d["model"] = {"name": "small_resnet", "width": 4}
+    d["data"] = {"name": "image_folder", "root": root, "backend": "torchvision", "num_workers": 0, "batch_size": 4,
+                 "test_batch_size": 8, "crop_size": 24, "resize_size": 28, **data}
+    d["hooks"]["checkpoint"] = {"enabled": False}
+    return d
+
+
+def test_task_trains_on_an_image_folder_and_reports_skipped_files(bad_image_folder, tmp_path):
+    torch.set_num_threads(1)
+    task = ClassificationTask(config_from_dict(image_run(bad_image_folder, tmp_path / "run")))
+    assert task.num_classes == 3 and task.input_shape == (3, 24, 24)
+    task.run()
+    records = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
+    assert [r["phase_type"] for r in records] == ["train", "test"]
+    assert all(r["skipped_files"] == 2 for r in records)
+
+
+def test_cli_strict_stops_naming_the_file(bad_image_folder, tmp_path, capsys):
+    d = image_run(bad_image_folder, tmp_path / "strict", strict=True)
+    path = tmp_path / "strict.json"
+    path.write_text(json.dumps(d))
+    assert main(["--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "error:" in err and ("truncated.jpg" in err or "not_an_image.jpg" in err)
+    assert os.path.join(bad_image_folder, "train", "class_0") in err
