@@ -14,12 +14,16 @@ gradients). Within a phase, step checkpoints must fall on update boundaries for 
 
 from __future__ import annotations
 
-import contextlib
-from typing import ContextManager, Optional
+import dataclasses
+import logging
+from typing import Optional
 
 import torch
 
-from .config import ConfigError
+from . import distributed
+from .config import ConfigError, DistributedConfig
+
+log = logging.getLogger("classy_fast")
 
 
 def accumulation_steps(simulated_global_batch_size: Optional[int], batch_size: int, world_size: int) -> int:
@@ -35,7 +39,9 @@ def accumulation_steps(simulated_global_batch_size: Optional[int], batch_size: i
 
 
 class GradientAccumulation:
-    """Which micro-steps update, how the loss is scaled for backward, and the DDP no_sync context."""
+    """Which micro-steps update, how the loss is scaled for backward, what DDP needs for it.
+
+    The task wraps non-update micro-steps in ``ParallelTraining.no_sync`` (DDP's ``no_sync``)."""
 
     def __init__(self, steps: int = 1):
         if steps < 1:
@@ -50,11 +56,18 @@ class GradientAccumulation:
         """The loss to backpropagate: the mean over the k micro-batches' samples."""
         return loss if self.steps == 1 else loss / self.steps
 
-    def backward_context(self, model: torch.nn.Module, update: bool) -> ContextManager:
-        """DDP's ``no_sync`` on micro-steps that don't update (the gradients stay local until the last one)."""
-        if update or not hasattr(model, "no_sync"):
-            return contextlib.nullcontext()
-        return model.no_sync()
+    def ddp_config(self, cfg: DistributedConfig) -> DistributedConfig:
+        """The DDP options to use: ``static_graph`` off when accumulating.
+
+        DDP(static_graph=True) with ``no_sync`` micro-steps fails its first backward with an
+        ``expect_autograd_hooks_`` internal assert, and past that stops all-reducing from the second
+        update on (pytorch/pytorch#143580, fix pending in #187732); seen with torch 2.14.
+        """
+        if self.steps == 1 or not cfg.static_graph:
+            return cfg
+        if distributed.is_primary() and distributed.world_size() > 1:
+            log.info("gradient accumulation: DDP static_graph turned off (PyTorch's static graph breaks with no_sync)")
+        return dataclasses.replace(cfg, static_graph=False)
 
     def check_step_checkpoints(self, every_n_steps: int) -> None:
         """Step checkpoints between updates would lose the half-accumulated gradients: refuse them."""

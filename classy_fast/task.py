@@ -77,9 +77,13 @@ class ClassificationTask:
         self.model = self.model.to(self.device)
         if cfg.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
+        # Gradient accumulation: k micro-steps per optimizer update (classy_fast/accumulation.py).
+        self.accumulation = GradientAccumulation(
+            accumulation_steps(cfg.simulated_global_batch_size, cfg.data.batch_size, distributed.world_size()))
+        self.accumulation.check_step_checkpoints(cfg.hooks.checkpoint.every_n_steps)
         # Data parallelism (nothing on one process): SyncBN, the DDP wrapper the train step calls
         # (``self.model`` stays the plain module for eval, checkpoints, EMA), ZeRO (classy_fast/parallel.py).
-        self.parallel = ParallelTraining(cfg.distributed, self.device, cfg.seed)
+        self.parallel = ParallelTraining(self.accumulation.ddp_config(cfg.distributed), self.device, cfg.seed)
         self.model = self.parallel.convert_batchnorm(self.model)
         self.train_model = self.parallel.wrap(self.model)
         self.loss = build_loss(cfg.loss)
@@ -87,9 +91,6 @@ class ClassificationTask:
         self.optimizer = self.parallel.build_optimizer(self.model, cfg.optimizer,
                                          finetune_param_groups(self.model, cfg.finetune, cfg.optimizer))
         self.forward_loss = ForwardLoss(self.loss, self.precision, cfg.compile, cfg.compile_mode)
-        self.accumulation = GradientAccumulation(
-            accumulation_steps(cfg.simulated_global_batch_size, cfg.data.batch_size, distributed.world_size()))
-        self.accumulation.check_step_checkpoints(cfg.hooks.checkpoint.every_n_steps)
         # Optimizer updates per epoch (the lr schedule counts these): k micro-steps each with accumulation.
         self.updates_per_epoch = len(self.train_data) // self.accumulation.steps if self.train_data is not None else 1
         if self.train_data is not None and self.updates_per_epoch == 0:
@@ -148,7 +149,7 @@ class ClassificationTask:
         images = images.to(self.device, non_blocking=True)
         target = to_device(target, self.device)
         update = self.accumulation.is_update_step(self.step_in_phase)
-        with self.accumulation.backward_context(self.train_model, update):
+        with self.parallel.no_sync(update):
             self.device_train_step(images, target, update)
         if update:
             self.optimizer.zero_grad(set_to_none=True)
