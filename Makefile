@@ -7,6 +7,9 @@ TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 export CUDA_HOME ?= /usr/local/cuda
 export TORCH_CUDA_ARCH_LIST ?= 8.0;9.0
 export MAX_JOBS ?= 2
+# Optional extras for .venv: NVIDIA DALI (the 'dali' data backend; its tests run CPU-only without a
+# GPU). `make setup EXTRA_PIP=` leaves it out (the DALI tests then skip, saying why).
+EXTRA_PIP ?= nvidia-dali-cuda130
 STAMP := $(VENV)/.classy_fast-installed
 SOURCES := setup.py pyproject.toml $(wildcard csrc/*.cpp csrc/*/*.cpp csrc/cuda/*.cu csrc/include/*/*.h csrc/include/*/*/*.h csrc/include/*/*/*.cuh)
 ARGS ?=
@@ -19,6 +22,7 @@ $(STAMP): $(SOURCES)
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip setuptools wheel
 	$(VENV)/bin/pip install -q $(TORCH_SPEC) numpy pyyaml tqdm ninja pytest pytest-benchmark expecttest
+	$(if $(strip $(EXTRA_PIP)),$(VENV)/bin/pip install -q $(EXTRA_PIP))
 	$(VENV)/bin/pip install -q --no-build-isolation --no-deps -e .
 	$(VENV)/bin/python -m classy_fast.info
 	touch $@
