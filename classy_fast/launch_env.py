@@ -36,7 +36,14 @@ class LaunchEnv:
     master_addr: str
     master_port: int
     launcher: str
-    """'torchrun' (any RANK/WORLD_SIZE launcher), 'slurm' or 'single'."""
+    """'torchrun', 'env' (RANK/WORLD_SIZE/MASTER_* set by hand or another launcher), 'slurm' or 'single'."""
+
+    @property
+    def store_host(self) -> str:
+        """Who serves the TCPStore at MASTER_ADDR:MASTER_PORT: torchrun's agent, or rank 0 (env:// init)."""
+        if os.environ.get("TORCHELASTIC_USE_AGENT_STORE", "").lower() == "true":
+            return "the torchrun agent"
+        return "rank 0"
 
     @property
     def distributed(self) -> bool:
@@ -142,7 +149,8 @@ def detect_launch_env(environ: Optional[Mapping[str, str]] = None) -> LaunchEnv:
             return SINGLE_PROCESS
         if "MASTER_ADDR" not in env:
             raise ValueError("WORLD_SIZE > 1 but MASTER_ADDR is not set: launch with torchrun, or set MASTER_ADDR/MASTER_PORT")
-        return LaunchEnv(rank, world, local, env["MASTER_ADDR"], _int(env, "MASTER_PORT", DEFAULT_MASTER_PORT), "torchrun")
+        launcher = "torchrun" if "TORCHELASTIC_RUN_ID" in env else "env"
+        return LaunchEnv(rank, world, local, env["MASTER_ADDR"], _int(env, "MASTER_PORT", DEFAULT_MASTER_PORT), launcher)
     in_srun_step = "SLURM_PROCID" in env and ("SLURM_STEP_ID" in env or "SLURM_STEPID" in env)
     if in_srun_step:
         world = _int(env, "SLURM_STEP_NUM_TASKS", _int(env, "SLURM_NTASKS", 1))

@@ -38,6 +38,7 @@ from .checkpoint import rng_state, set_rng_state
 from .config import DistributedConfig, OptimizerConfig
 from .data.memory import _mix_seed
 from .optimizers import build_optimizer
+from .registry import OPTIMIZERS
 from .sync_batchnorm import convert_sync_batchnorm
 
 log = logging.getLogger("classy_fast")
@@ -141,7 +142,8 @@ class ParallelTraining:
         del full
 
         def local_optimizer(params, **_unused):
-            return build_optimizer(model, cfg, list(params))
+            # This rank's share of those groups (lr tensors included; a group may be empty here).
+            return OPTIMIZERS.get(cfg.name)(list(params), cfg)
 
         zero = ZeroRedundancyOptimizer(param_groups, optimizer_class=local_optimizer)
         if self.rank == 0:

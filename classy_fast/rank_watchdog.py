@@ -147,7 +147,7 @@ class RankWatchdog(threading.Thread):
                 now = time.monotonic()
                 self._store_lost_since = self._store_lost_since or now
                 if now - self._store_lost_since >= max(3 * self.interval_s, 3.0) and not self._stop_event.is_set():
-                    host = "rank 0" if self.env.launcher != "torchrun" else "the torchrun agent (or rank 0)"
+                    host = self.env.store_host
                     self._die(f"lost the rendezvous store at {self.env.master_addr}:{self.env.master_port} for "
                               f"{now - self._store_lost_since:.0f}s ({type(e).__name__}): {host}, which hosts it, "
                               f"has died")
@@ -155,9 +155,12 @@ class RankWatchdog(threading.Thread):
 
     def _progress(self) -> str:
         try:
-            return str(self.progress_source()) if self.progress_source else "setup"
+            progress = self.progress_source() if self.progress_source else "setup"
         except Exception:  # the task is mid-update; report it next beat
             return "busy"
+        if isinstance(progress, tuple) and len(progress) == 2:
+            return f"phase {progress[0]} step {progress[1]}"
+        return str(progress)
 
     def _tick(self) -> None:
         now = time.monotonic()
@@ -227,12 +230,12 @@ class RankWatchdog(threading.Thread):
                                  f"{after[r].where() if after[r] else 'never'}" for r in silent)
             busy = [r for r, hb in after.items() if hb is not None and not hb.waiting and r != self.rank]
             table = "; ".join(f"rank {r}: {hb.where() if hb else 'no heartbeat'}" for r, hb in sorted(after.items()))
-            if busy and len(busy) < self.world - 1:
-                return (f"rank {', '.join(map(str, busy))} is not in a collective while the others wait "
-                        f"(hung there?): {table}")
+            if busy:  # this rank was waiting (its collective failed or stalled): the busy ones kept it waiting
+                return (f"rank {', '.join(map(str, busy))} {'is' if len(busy) == 1 else 'are'} not in a collective "
+                        f"while the others wait (hung there?): {table}")
             return f"no single rank at fault identified: {table}"
         except Exception as e:  # the store host is gone
-            host = "rank 0" if self.env.launcher != "torchrun" else "the torchrun agent (or rank 0)"
+            host = self.env.store_host
             return (f"the rendezvous store at {self.env.master_addr}:{self.env.master_port} is unreachable "
                     f"({type(e).__name__}): {host}, which hosts it, has died")
 

@@ -11,6 +11,7 @@ import argparse
 import logging
 import os
 import sys
+import traceback
 from typing import List, Optional
 
 from . import distributed
@@ -87,6 +88,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     except Exception as e:
         if not distributed.is_distributed():
             raise
+        traceback.print_exc()  # unexpected: where it happened matters (this rank's own error or a failed collective)
         return _error(distributed.EXIT_DISTRIBUTED_FAILURE, e, e)
     if not primary:
         return 0
