@@ -251,6 +251,8 @@ class DistributedConfig:
     """Convert BatchNorm layers to SyncBatchNorm: batch statistics over the global batch instead of each rank's share."""
     zero_optimizer: bool = False
     """Shard optimizer state across ranks with torch's ZeroRedundancyOptimizer (saves memory; checkpoints gather it on rank 0)."""
+    single_process_ddp: bool = False
+    """Set up the process group (NCCL on CUDA) and DDP even for one process: runs the multi-GPU code path on a 1-GPU machine."""
 
 
 @dataclass

@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime
 import logging
 import os
+import socket
 import sys
 from typing import Any, Callable, List, Optional
 
@@ -173,12 +174,15 @@ def init_distributed(cfg, device: str = "auto") -> LaunchEnv:
     """
     global _launch_env, _watchdog
     env = detect_launch_env()
-    if not env.distributed or is_distributed():
-        if is_distributed() and env.distributed:
-            _launch_env = env
+    if is_distributed():
+        _launch_env = env if env.distributed else _launch_env
         return env
+    if not env.distributed:
+        if not cfg.single_process_ddp:
+            return env
+        env = _single_process_group_env()
     name = resolve_backend(cfg.backend, device)
-    if env.launcher == "slurm":
+    if env.launcher in ("slurm", "single"):
         env.export()  # env:// reads the torchrun-style variables
     device_id = None
     if name == "nccl":
@@ -206,6 +210,17 @@ def init_distributed(cfg, device: str = "auto") -> LaunchEnv:
     else:
         log.setLevel(logging.WARNING)  # one console: the primary's (warnings and errors still show everywhere)
     return env
+
+
+def _single_process_group_env() -> LaunchEnv:
+    """World size 1 with a real process group (``single_process_ddp``): torchrun's rendezvous, else a free local port."""
+    if os.environ.get("MASTER_ADDR") and os.environ.get("MASTER_PORT"):
+        return LaunchEnv(0, 1, int(os.environ.get("LOCAL_RANK", 0)), os.environ["MASTER_ADDR"],
+                         int(os.environ["MASTER_PORT"]), "torchrun" if "TORCHELASTIC_RUN_ID" in os.environ else "env")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return LaunchEnv(0, 1, 0, "127.0.0.1", port, "single")
 
 
 def set_progress_source(source: Optional[Callable[[], Any]]) -> None:

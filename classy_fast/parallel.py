@@ -62,7 +62,7 @@ class ParallelTraining:
         self.device = device
         self.seed = seed
         self.rank, self.world_size = distributed.rank(), distributed.world_size()
-        self.active = self.world_size > 1
+        self.active = distributed.is_distributed()  # a process group exists (world size 1 with single_process_ddp)
         self.ddp: Optional[nn.parallel.DistributedDataParallel] = None
 
     # ------------------------------------------------------------------ model
