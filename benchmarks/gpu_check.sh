@@ -226,26 +226,75 @@ else:
 EOF
 }
 
+# Data pipelines: nvJPEG + fused crop kernel vs torchvision's CPU loader (and DALI GPU where
+# installed) on a small generated JPEG folder (PIL gradients+shapes when scikit-image is absent).
+data_bench() {
+  "$PY" benchmarks/bench_data.py --device cuda --images "${GPU_CHECK_DATA_IMAGES:-1024}" \
+    --workers "$(nproc)" --root "${TMPDIR:-/tmp}/classy_fast_bench_gpu"
+}
+
+# memcheck over the fused crop kernel's CUDA tests (boxes clamped, several launches, HWC views).
+data_sanitizer() {
+  local cs
+  cs="$(command -v compute-sanitizer || true)"
+  [ -z "$cs" ] && [ -n "${CUDA_HOME:-}" ] && [ -x "$CUDA_HOME/bin/compute-sanitizer" ] && cs="$CUDA_HOME/bin/compute-sanitizer"
+  if [ -z "$cs" ]; then echo "KEY: compute-sanitizer not found"; return 1; fi
+  PYTORCH_NO_CUDA_MEMORY_CACHING=1 "$cs" --tool memcheck --error-exitcode 99 --print-limit 20 \
+    "$PY" -m pytest -q -p no:cacheprovider tests/data/test_crop_resize_op.py -m cuda || return 1
+  echo "KEY: memcheck clean on the crop_resize_normalize CUDA tests"
+}
+
+# DDP over NCCL on one GPU: torchrun with world size 1 and distributed.single_process_ddp, so the
+# process group, DDP wrapper (bf16 gradient compression), SyncBatchNorm and NCCL all-reduces of
+# the multi-GPU path run on every GPU machine. Synthetic data, 2 short epochs.
+ddp_nccl_1gpu() {
+  local out=/tmp/classy_fast_ddp_nccl
+  rm -rf "$out"
+  "$PY" -m torch.distributed.run --standalone --nproc_per_node=1 -m classy_fast.train \
+    --device cuda --epochs 2 --output-dir "$out" --set data.name=synthetic \
+    --set data.synthetic_train_size=4096 --set data.synthetic_test_size=1024 --set data.batch_size=256 \
+    --set distributed.single_process_ddp=true --set distributed.sync_batchnorm=true \
+    --set distributed.grad_compression=bf16 --set distributed.timeout_seconds=120 \
+    --set hooks.progress_bar=false > "$out.log" 2>&1
+  local rc=$?
+  cat "$out.log"
+  [ "$rc" -eq 0 ] || return "$rc"
+  grep -q "backend nccl" "$out.log" || { echo "KEY: the process group did not use NCCL"; return 1; }
+  "$PY" - "$out/metrics.jsonl" <<'EOF'
+import json, sys
+phases = [json.loads(l) for l in open(sys.argv[1])]
+train = [p for p in phases if p["phase_type"] == "train"][-1]
+test = [p for p in phases if p["phase_type"] == "test"][-1]
+print(f"KEY: NCCL DDP world 1: test top1 {test['top1']:.3f}, train {train['images_per_sec']:.0f} img/s")
+EOF
+}
+
 # ---- the steps ----
 
 export PY
 export -f build_extension environment_info cuda_smoke run_pytest sanitizer_subset run_benchmarks train_bench speedrun
+export -f ddp_nccl_1gpu
+export -f data_bench data_sanitizer
 export LOG_DIR ROOT
 
 STEP_TIMEOUT=360 step build build_extension
 STEP_TIMEOUT=60 step info environment_info
 STEP_TIMEOUT=120 step cuda_smoke cuda_smoke
 STEP_TIMEOUT=240 step ops_tests run_pytest tests/ops
-STEP_TIMEOUT=240 step cuda_tests run_pytest tests -m cuda --ignore=tests/ops
+STEP_TIMEOUT=240 step cuda_tests run_pytest tests -m cuda --ignore=tests/ops --ignore=tests/data
+STEP_TIMEOUT=120 step data_cuda_tests run_pytest tests/data -m cuda
 if [ "${GPU_CHECK_SANITIZER:-0}" = "1" ]; then
   STEP_TIMEOUT=240 step sanitizer sanitizer_subset
+  STEP_TIMEOUT=120 step sanitizer_data data_sanitizer
 else
   skip_step sanitizer "set GPU_CHECK_SANITIZER=1 to run"
 fi
 STEP_TIMEOUT=150 step bench_cross_entropy run_benchmarks
+STEP_TIMEOUT=150 step bench_data data_bench
 STEP_TIMEOUT=150 step bench_resnet50 train_bench resnet50 --model resnet50 --batch-size 256 --image-size 224 --amp bf16 --channels-last
 STEP_TIMEOUT=90 step bench_resnet18_32px train_bench resnet18_32px --model resnet18 --batch-size 512 --image-size 32 --num-classes 10 --amp bf16 --channels-last
 STEP_TIMEOUT=150 step speedrun speedrun
+STEP_TIMEOUT=120 step ddp_nccl_1gpu ddp_nccl_1gpu
 
 # ---- summary (last) ----
 
