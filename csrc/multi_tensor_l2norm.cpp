@@ -1,6 +1,7 @@
 // classy_fast::multi_tensor_l2norm on CPU: global and per-tensor L2 norms of a tensor list,
 // optionally of the GradScaler-unscaled values (same contract as csrc/cuda/multi_tensor_l2norm.cu).
-// Sums of squares accumulate in double here (the CUDA kernel sums fp32 chunk partials).
+// Sums of squares accumulate in double here (the CUDA kernel sums fp32 per-thread partials of at
+// most 128 elements, then fp32 tree reductions).
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
@@ -22,12 +23,13 @@ double sum_of_squares(const T* x, int64_t n, float inv_scale) {
   return at::parallel_reduce(
       0, n, optim_cpu::kGrain, 0.0,
       [&](int64_t begin, int64_t end, double acc) {
-        float local = 0.0f;  // fp32 inner sums over at most kGrain elements, then double
+        // Squares in fp32 (the unscaled value, as on CUDA), sums in double: a long sequential fp32
+        // sum would lose ~1e-5 relative over a large tensor.
         for (int64_t j = begin; j < end; ++j) {
           const float v = static_cast<float>(x[j]) * inv_scale;
-          local += v * v;
+          acc += static_cast<double>(v * v);
         }
-        return acc + local;
+        return acc;
       },
       [](double a, double b) { return a + b; });
 }

@@ -1,0 +1,246 @@
+"""Shared machinery of the fused optimizers: device lr tensors, lazy state, the GradScaler
+protocol, fused clipping, master weights and state_dict handling.
+
+A subclass declares its per-param buffers (``_buffer_keys``) and implements ``_update`` with the
+ops namespace chosen for the step (compiled kernels or the references, see ``_backend``).
+
+Capturable by construction: every value a step reads that can change between steps lives on the
+params' device (each group's ``lr`` tensor, per-param ``step`` counters, the GradScaler's scale and
+found_inf) and is read inside the kernels, so a step never syncs with the host and replays
+correctly inside a CUDA graph. Schedulers must write the lr in place: ``group["lr"].fill_(x)``.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterable, List, Optional, Tuple
+
+import torch
+from torch import Tensor
+
+from classy_fast.optim import _backend
+
+LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def _lr_tensor(lr: Any, device: torch.device, owner: str) -> Tensor:
+    """The group's lr as a 0-dim float32 tensor on ``device`` (a given tensor is kept as is)."""
+    if isinstance(lr, Tensor):
+        if lr.numel() != 1:
+            raise ValueError(f"{owner}: a tensor lr must have one element, got shape {tuple(lr.shape)}")
+        if lr.device != device or lr.dtype != torch.float32:
+            # A copy would silently stop seeing a scheduler's in-place updates of the original.
+            raise ValueError(
+                f"{owner}: a tensor lr must be float32 on the params' device {device}, got {lr.dtype} on "
+                f"{lr.device}; pass a float or such a tensor"
+            )
+        return lr
+    if not isinstance(lr, (int, float)) or lr < 0:
+        raise ValueError(f"{owner}: invalid learning rate {lr!r}")
+    return torch.tensor(float(lr), dtype=torch.float32, device=device)
+
+
+def _scalar_on(t: Optional[Tensor], device: torch.device) -> Optional[Tensor]:
+    if t is None:
+        return None
+    if t.device == device and t.dtype == torch.float32:
+        return t
+    return t.to(device=device, dtype=torch.float32, non_blocking=True)
+
+
+@dataclass
+class ParamBatch:
+    """Params of one group that have grads and share master-weight use: one op call."""
+
+    group: Dict[str, Any]
+    params: List[Tensor] = field(default_factory=list)
+    grads: List[Tensor] = field(default_factory=list)
+    states: List[Dict[str, Any]] = field(default_factory=list)
+    has_master: bool = False
+
+    def buffers(self, key: str) -> List[Tensor]:
+        return [s[key] for s in self.states] if self.states and key in self.states[0] else []
+
+    @property
+    def steps(self) -> List[Tensor]:
+        return self.buffers("step")
+
+    @property
+    def masters(self) -> List[Tensor]:
+        """fp32 master weights, or [] (the ops' 'no master weights')."""
+        return self.buffers("master_param") if self.has_master else []
+
+    @property
+    def weights(self) -> List[Tensor]:
+        """What the update reads as w: the master weights when there are any."""
+        return self.masters if self.has_master else self.params
+
+
+class FusedOptimizer(torch.optim.Optimizer):
+    """Base class: see the module docstring. Not used directly."""
+
+    # GradScaler.step hands such an optimizer its scale and found_inf tensors (as the attributes
+    # `grad_scale` / `found_inf`) instead of unscaling the grads and syncing on found_inf.
+    _step_supports_amp_scaling = True
+    # The trainer should not clip: max_grad_norm is applied inside the step.
+    fuses_grad_clipping = True
+    _uses_step = True
+
+    def __init__(self, params: Iterable, defaults: Dict[str, Any], *, max_grad_norm: Optional[float] = None,
+                 master_weights: bool = False, impl: str = "auto"):
+        if max_grad_norm is not None and not max_grad_norm > 0:
+            raise ValueError(f"{type(self).__name__}: max_grad_norm must be positive or None, got {max_grad_norm}")
+        self.max_grad_norm = None if max_grad_norm is None else float(max_grad_norm)
+        self.master_weights = bool(master_weights)
+        self.impl = impl
+        # Global L2 norm of the unscaled grads before clipping, as a device tensor for logging
+        # (None until a step computed it: with max_grad_norm set, and always for LARS).
+        self.last_grad_norm: Optional[Tensor] = None
+        super().__init__(params, defaults)
+        devices = {p.device for g in self.param_groups for p in g["params"]}
+        if len(devices) > 1:
+            raise ValueError(f"{type(self).__name__}: all params must be on one device, got {sorted(map(str, devices))}")
+        _backend.check_impl(impl, next(iter(devices)) if devices else torch.device("cpu"), type(self).__name__)
+
+    # ------------------------------------------------------------------ groups and state
+
+    def _buffer_keys(self, group: Dict[str, Any]) -> Tuple[str, ...]:
+        """Per-param state buffers shaped like the param, in the state dtype."""
+        return ()
+
+    def add_param_group(self, param_group: Dict[str, Any]) -> None:
+        super().add_param_group(param_group)
+        group = self.param_groups[-1]
+        device = group["params"][0].device if group["params"] else torch.device("cpu")
+        group["lr"] = _lr_tensor(group["lr"], device, type(self).__name__)
+        group.setdefault("exclude_from_adaptation", False)
+
+    def _uses_master(self, p: Tensor) -> bool:
+        return self.master_weights and p.dtype in LOW_PRECISION
+
+    def _state_dtype(self, p: Tensor) -> torch.dtype:
+        return torch.float32 if self._uses_master(p) else p.dtype
+
+    def _init_state(self, p: Tensor, group: Dict[str, Any]) -> Dict[str, Any]:
+        """The param's state, creating what is missing (first step, or a partial state_dict)."""
+        state = self.state[p]
+        if self._uses_step and "step" not in state:
+            state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
+        for key in self._buffer_keys(group):
+            if key not in state:
+                state[key] = torch.zeros_like(p, dtype=self._state_dtype(p), memory_format=torch.preserve_format)
+        if self._uses_master(p) and "master_param" not in state:
+            state["master_param"] = torch.empty_like(p, dtype=torch.float32, memory_format=torch.preserve_format)
+            state["master_param"].copy_(p.detach())
+        return state
+
+    def _batches(self) -> List[ParamBatch]:
+        batches: List[ParamBatch] = []
+        for group in self.param_groups:
+            by_master: Dict[bool, ParamBatch] = {}
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if p.grad.is_sparse:
+                    raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
+                master = self._uses_master(p)
+                batch = by_master.setdefault(master, ParamBatch(group, has_master=master))
+                batch.params.append(p)
+                batch.grads.append(p.grad)
+                batch.states.append(self._init_state(p, group))
+            batches.extend(by_master[k] for k in sorted(by_master))
+        return batches
+
+    # ------------------------------------------------------------------ step
+
+    @torch.no_grad()
+    def step(self, closure=None, *, grad_scale: Optional[Tensor] = None, found_inf: Optional[Tensor] = None):
+        """One update of every param with a grad.
+
+        grad_scale / found_inf: the GradScaler's current scale and inf flag (device tensors). When
+        not passed, the attributes GradScaler.step sets on the optimizer are used. The kernels unscale
+        the grads on the fly and skip the whole update, step counts included, when found_inf != 0.
+        If the grads were already unscaled (scaler.unscale_ before step), GradScaler passes no scale.
+        """
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        if grad_scale is None:
+            grad_scale = getattr(self, "grad_scale", None)
+        if found_inf is None:
+            found_inf = getattr(self, "found_inf", None)
+        batches = self._batches()
+        if not batches:
+            return loss
+        device = batches[0].params[0].device
+        ops = _backend.select(self.impl, device, {p.dtype for b in batches for p in b.params}, type(self).__name__)
+        self._update(ops, batches, _scalar_on(grad_scale, device), _scalar_on(found_inf, device))
+        return loss
+
+    def _update(self, ops, batches: List[ParamBatch], grad_scale: Optional[Tensor],
+                found_inf: Optional[Tensor]) -> None:
+        raise NotImplementedError
+
+    def _clip_norm(self, ops, batches: List[ParamBatch], grad_scale: Optional[Tensor]) -> Optional[Tensor]:
+        """The global norm of the unscaled grads when clipping (one multi-tensor pass), else None."""
+        if self.max_grad_norm is None:
+            return None
+        total, _ = ops.multi_tensor_l2norm([g for b in batches for g in b.grads], grad_scale, False)
+        self.last_grad_norm = total
+        return total
+
+    @property
+    def _max_norm_arg(self) -> float:
+        return 0.0 if self.max_grad_norm is None else self.max_grad_norm
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
+        """torch's load_state_dict, except that (1) each group keeps its own lr tensor and receives
+        the saved value in place (schedulers and captured graphs hold references to it), and (2)
+        state keeps its dtypes: fp32 moments and master weights of bf16/fp16 params stay fp32
+        (torch would cast every state tensor to the param's dtype). States saved by torch.optim.SGD
+        / AdamW load too."""
+        lr_tensors = [g["lr"] for g in self.param_groups]
+        saved_groups = state_dict["param_groups"]
+        super().load_state_dict({**state_dict, "state": {}})
+        with torch.no_grad():
+            for group, lr in zip(self.param_groups, lr_tensors):
+                saved_lr = group["lr"]
+                if isinstance(saved_lr, Tensor):
+                    lr.copy_(saved_lr.reshape(lr.shape))
+                else:
+                    lr.fill_(float(saved_lr))
+                group["lr"] = lr
+                group.setdefault("exclude_from_adaptation", False)
+            saved_ids = itertools.chain.from_iterable(g["params"] for g in saved_groups)
+            params = itertools.chain.from_iterable(g["params"] for g in self.param_groups)
+            id_to_param = dict(zip(saved_ids, params))
+            group_of = {id(p): g for g in self.param_groups for p in g["params"]}
+            for key, value in state_dict["state"].items():
+                p = id_to_param.get(key)
+                if p is not None:
+                    self.state[p] = self._restore_state(p, group_of[id(p)], value)
+
+    def _restore_state(self, p: Tensor, group: Dict[str, Any], saved: Dict[str, Any]) -> Dict[str, Any]:
+        state: Dict[str, Any] = {}
+        buffer_keys = self._buffer_keys(group)
+        for key, value in saved.items():
+            if key == "step":
+                state["step"] = torch.as_tensor(value, dtype=torch.float32).to(p.device).reshape(()).clone()
+            elif key == "master_param":
+                if self._uses_master(p):
+                    state[key] = torch.empty_like(p, dtype=torch.float32, memory_format=torch.preserve_format)
+                    state[key].copy_(value)
+            elif key in buffer_keys:
+                if value is not None:  # torch.optim.SGD saves momentum_buffer=None without momentum
+                    state[key] = torch.empty_like(p, dtype=self._state_dtype(p), memory_format=torch.preserve_format)
+                    state[key].copy_(value)
+            else:
+                state[key] = value
+        if self._uses_step and "step" not in state and any(k in state for k in buffer_keys):
+            # e.g. torch.optim.SGD's state: the buffers exist, so at least one step was taken.
+            state["step"] = torch.ones((), dtype=torch.float32, device=p.device)
+        return state
