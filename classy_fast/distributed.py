@@ -202,7 +202,7 @@ def init_distributed(cfg, device: str = "auto") -> LaunchEnv:
     if cfg.watchdog:
         from .rank_watchdog import RankWatchdog
 
-        _watchdog = RankWatchdog(env, timeout_s=cfg.timeout_seconds)
+        _watchdog = RankWatchdog(env, timeout_s=cfg.timeout_seconds, exit_code=EXIT_DISTRIBUTED_FAILURE)
         _watchdog.start()
     if env.rank == 0:
         log.info("distributed: %d processes (%s launch), backend %s, timeout %ds", env.world_size, env.launcher,

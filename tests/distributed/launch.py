@@ -71,7 +71,7 @@ class RankResult:
     ended_at: float  # time.time() at its exit (compare with times the ranks print)
 
 
-def run_ranks(world_size: int, args: List[str], timeout: float = 90, cwd=None) -> List[RankResult]:
+def run_ranks(world_size: int, args: List[str], timeout: float = 90) -> List[RankResult]:
     """Start ``world_size`` ranks of the driver with ``args`` and wait for all (killing any left at ``timeout``)."""
     port = free_port()
     env = base_env()
@@ -82,7 +82,7 @@ def run_ranks(world_size: int, args: List[str], timeout: float = 90, cwd=None) -
                         LOCAL_WORLD_SIZE=str(world_size), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
         out = tempfile.TemporaryFile("w+")  # a file, not a pipe: a chatty rank must never block on a full pipe
         logs.append(out)
-        procs.append(subprocess.Popen([sys.executable, DRIVER, *args], env=rank_env, cwd=cwd or ROOT,
+        procs.append(subprocess.Popen([sys.executable, DRIVER, *args], env=rank_env, cwd=ROOT,
                                       stdout=out, stderr=subprocess.STDOUT, text=True))
     results: List[Optional[RankResult]] = [None] * world_size
     while any(r is None for r in results):
