@@ -229,7 +229,7 @@ EOF
 # Data pipelines: nvJPEG + fused crop kernel vs torchvision's CPU loader (and DALI GPU where
 # installed) on a small generated JPEG folder (PIL gradients+shapes when scikit-image is absent).
 data_bench() {
-  "$PY" benchmarks/bench_data.py --device cuda --images "${GPU_CHECK_DATA_IMAGES:-1024}" \
+  "$PY" benchmarks/bench_data.py --device cuda --images "${GPU_CHECK_DATA_IMAGES:-2048}" \
     --workers "$(nproc)" --root "${TMPDIR:-/tmp}/classy_fast_bench_gpu"
 }
 

@@ -41,7 +41,8 @@ def to_nchw(images: np.ndarray, where: str) -> np.ndarray:
         return np.ascontiguousarray(images.transpose(0, 3, 1, 2))
     if images.shape[1] in CHANNEL_COUNTS:
         return images
-    raise ValueError(f"{where}: cannot tell the channel axis of shape {images.shape} (1, 3 or 4 channels first or last)")
+    raise ValueError(f"{where}: cannot tell the channel axis of shape {images.shape} "
+                     f"(1, 3 or 4 channels first or last)")
 
 
 def load_split(path: str, split: str) -> Tuple[np.ndarray, np.ndarray]:

@@ -176,6 +176,8 @@ class DALIImageData(ImageFileSource):
                     return None
                 x, y = x.index_select(0, keep.to(x.device)), y.index_select(0, keep)
                 x, y = self.fill_batch(x, y, wanted)
+        if self.use_gpu:
+            y = y.pin_memory()  # an asynchronous copy needs pinned host memory
         return x, y.to(self.device, non_blocking=True)
 
     def _find_bad(self, epoch: int, batch: int, error: str) -> List[Tuple[int, str]]:
@@ -219,7 +221,8 @@ class DALIImageData(ImageFileSource):
                     lo, hi = self.share_bounds(self.rank)
                     first = lo + batch * self.batch_size
                     names = [self.files.paths[i] for i in self.epoch_order(epoch).tolist()[first: first + 4]]
-                    raise RuntimeError(f"DALI pipeline failed in batch {batch} of epoch {epoch + 1} (rank {self.rank}); "
+                    raise RuntimeError(f"DALI pipeline failed in batch {batch} of epoch {epoch + 1} "
+                                       f"(rank {self.rank}); "
                                        f"no file of that batch fails to decode with PIL (its first files: {names}). "
                                        f"DALI said: {message.strip()[-400:]}") from e
                 for i, reason in bad:

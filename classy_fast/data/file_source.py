@@ -183,6 +183,9 @@ class ImageFileSource:
         start, self.start_batch = self.start_batch, 0
         return self._iterate(self.epoch, start)
 
+    def close(self) -> None:
+        """Release worker processes or pipelines now (they are also released when the source is collected)."""
+
     # ------------------------------------------------------------------ position
     def set_epoch(self, epoch: int) -> None:
         if epoch != self.epoch:

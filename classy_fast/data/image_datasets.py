@@ -67,7 +67,7 @@ def build_image_files(cfg: DataConfig, split: str, kind: str, *, device, seed: i
 
 @DATASETS.register("image_folder")
 def image_folder(cfg: DataConfig, split: str, *, device, seed, channels_last):
-    """JPEG/PNG files in ROOT/train/<class>/ and ROOT/val/<class>/ (or ROOT/test); classes: sorted train subdirectories."""
+    """JPEG/PNG files in ROOT/train/<class>/ and ROOT/val/<class>/ (or ROOT/test); classes: sorted train dirs."""
     return build_image_files(cfg, split, "image_folder", device=device, seed=seed, channels_last=channels_last)
 
 

@@ -103,7 +103,8 @@ def scan_image_folder(directory: str, classes: Optional[Sequence[str]] = None,
         files = _images_under(os.path.join(directory, name))
         if name not in index:
             for f in files:
-                reason = f"class directory '{name}' is not one of the {len(classes)} training classes (label out of range)"
+                reason = (f"class directory '{name}' is not one of the {len(classes)} training classes "
+                          f"(label out of range)")
                 if skipped is None:
                     raise BadImageError(f, reason)
                 skipped.report(f, reason)

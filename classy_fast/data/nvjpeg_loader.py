@@ -158,6 +158,14 @@ class GPUJpegImageData(ImageFileSource):
                                        self.std, dtype=self.dtype, channels_last=self.channels_last)
         return self.fill_batch(images, labels.to(self.device, non_blocking=True), wanted)
 
+    def close(self) -> None:
+        # Persistent workers otherwise live until garbage collection, which may run in a process
+        # forked later (another loader's worker) and trip DataLoader's "not a child" assertion.
+        iterator = getattr(self._loader, "_iterator", None)
+        if iterator is not None:
+            iterator._shutdown_workers()
+        self._loader = None
+
     def _iterate(self, epoch: int, start_batch: int) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
         if self._loader is None:
             self._loader = self._make_loader()

@@ -127,6 +127,14 @@ class TorchvisionImageData(ImageFileSource):
         labels = labels.to(self.device, non_blocking=True)
         return self.fill_batch(images, labels, wanted)
 
+    def close(self) -> None:
+        # Persistent workers otherwise live until garbage collection, which may run in a process
+        # forked later (another loader's worker) and trip DataLoader's "not a child" assertion.
+        iterator = getattr(self._loader, "_iterator", None)
+        if iterator is not None:
+            iterator._shutdown_workers()
+        self._loader = None
+
     def _iterate(self, epoch: int, start_batch: int) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
         if self._loader is None:
             self._loader = self._make_loader()

@@ -26,7 +26,8 @@ def make_batch(seed=0, channels=3, n=6, device="cpu"):
         h, w = torch.randint(5, 90, (2,), generator=g).tolist()
         images.append(torch.randint(0, 256, (channels, h, w), generator=g, dtype=torch.uint8).to(device))
         bh, bw = torch.randint(1, h + 1, (1,), generator=g).item(), torch.randint(1, w + 1, (1,), generator=g).item()
-        y0, x0 = torch.randint(0, h - bh + 1, (1,), generator=g).item(), torch.randint(0, w - bw + 1, (1,), generator=g).item()
+        y0 = torch.randint(0, h - bh + 1, (1,), generator=g).item()
+        x0 = torch.randint(0, w - bw + 1, (1,), generator=g).item()
         boxes.append((y0, x0, bh, bw))
     boxes[0] = (0, 0, images[0].shape[1], images[0].shape[2])  # the whole image
     flip = torch.rand(n, generator=g) < 0.5
@@ -42,7 +43,8 @@ def test_reference_is_crop_then_interpolate_then_flip_then_normalize():
             want = F.interpolate(crop, size=size, mode="bilinear", align_corners=False)[0]
             if flip[i]:
                 want = want.flip(-1)
-            want = (want / 255 - torch.tensor(MEAN, dtype=torch.float64).view(3, 1, 1)) / torch.tensor(STD, dtype=torch.float64).view(3, 1, 1)
+            m = torch.tensor(MEAN, dtype=torch.float64).view(3, 1, 1)
+            want = (want / 255 - m) / torch.tensor(STD, dtype=torch.float64).view(3, 1, 1)
             torch.testing.assert_close(ref[i].double(), want, atol=1e-12, rtol=1e-12)
 
 

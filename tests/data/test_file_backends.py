@@ -11,7 +11,7 @@ from classy_fast.config import DataConfig
 from classy_fast.data import BadImageError, build_data
 from classy_fast.data.dali_pipeline import dali_import_error
 
-from .conftest import CLASS_LEVELS, NUM_TRAIN_PER_CLASS, NUM_VAL_PER_CLASS, class_of
+from .conftest import NUM_TRAIN_PER_CLASS, NUM_VAL_PER_CLASS, class_of
 
 DALI_MISSING = dali_import_error()
 BACKENDS = ["torchvision", "nvjpeg", pytest.param("dali", marks=pytest.mark.skipif(
