@@ -56,3 +56,11 @@ def test_compiled_and_eager_training_agree(tmp_path):
     assert compiled_losses == pytest.approx(eager_losses, rel=1e-4)
     for (name, a), b in zip(eager.model.state_dict().items(), compiled.model.state_dict().values()):
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_compile_flag_and_mode_from_the_command_line():
+    from classy_fast.train import build_parser, config_from_args
+
+    cfg = config_from_args(build_parser().parse_args(["--compile", "--set", "compile_mode=max-autotune"]))
+    assert cfg.compile and cfg.compile_mode == "max-autotune"
+    assert not config_from_args(build_parser().parse_args([])).compile
