@@ -8,9 +8,10 @@ same seeded boxes as the torchvision backend, crop_boxes.py), and the fused kern
 batch. Decode and kernel run on a side stream one batch ahead (prefetch.py). On a CPU device the
 same path runs with torchvision's CPU decoder and the op's CPU kernel (how CI tests it).
 
-Odd files: non-JPEGs (PNG, BMP, WebP) and JPEGs the device decoder rejects (CMYK, some
-progressive files) are decoded on the host (torchvision, then PIL) and uploaded; a file nothing
-can decode is reported as bad (skipped and counted, or strict) and training batches are refilled.
+Odd files: non-JPEGs (PNG, BMP, WebP), JPEGs without their end marker (truncated) and JPEGs
+the device decoder rejects (CMYK, some progressive files) are decoded on the host (torchvision,
+then PIL) and uploaded; a file nothing can decode is reported as bad (skipped and counted, or
+strict) and training batches are refilled.
 """
 
 from __future__ import annotations
@@ -29,7 +30,18 @@ from .file_source import ImageFileSource
 from .prefetch import prefetch_to_device
 from .torchvision_loader import _PositionSampler
 
-JPEG_MAGIC = b"\xff\xd8"
+JPEG_MAGIC = b"\xff\xd8"  # start of image
+JPEG_END = b"\xff\xd9"  # end of image
+
+
+def is_whole_jpeg(data: torch.Tensor) -> bool:
+    """Starts like a JPEG and has its end marker near the end (a truncated file doesn't).
+
+    Only whole JPEGs go to the batched device decoder: libjpeg-turbo on the host reports a
+    truncated stream precisely, a device decoder may not. Files with a few bytes of trailing junk
+    after the marker still count as whole.
+    """
+    return bytes(data[:2].tolist()) == JPEG_MAGIC and JPEG_END in bytes(data[-64:].tolist())
 
 
 class FileBytesDataset(Dataset):
@@ -108,7 +120,7 @@ class GPUJpegImageData(ImageFileSource):
             if reason is not None:
                 self.skipped.report(path, reason)
         decoded: List[Optional[torch.Tensor]] = [None] * len(ok)
-        jpeg_slots = [i for i, s in enumerate(ok) if bytes(s[0][:2].tolist()) == JPEG_MAGIC]
+        jpeg_slots = [i for i, s in enumerate(ok) if is_whole_jpeg(s[0])]
         if jpeg_slots:
             datas = [ok[i][0] for i in jpeg_slots]
             try:  # one batched call: nvJPEG decodes the whole batch together
@@ -122,7 +134,7 @@ class GPUJpegImageData(ImageFileSource):
             if decoded[i] is not None:
                 continue
             try:
-                if self.device.type == "cuda" and bytes(data[:2].tolist()) == JPEG_MAGIC:
+                if self.device.type == "cuda" and is_whole_jpeg(data):
                     try:
                         with quiet_torchvision_io():
                             decoded[i] = decode_jpeg(data, mode=ImageReadMode.RGB, device=self.device)

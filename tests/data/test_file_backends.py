@@ -4,6 +4,7 @@ labels that travel with their images, rank shards, resume, and bad files."""
 import os
 from collections import Counter
 
+import numpy as np
 import pytest
 import torch
 
@@ -181,3 +182,13 @@ def test_cuda_nvjpeg_bad_files(bad_image_folder):
     data = build(bad_image_folder, "nvjpeg", "test", device="cuda")
     seen = torch.cat([y for _, y in data])
     assert data.skipped_files == 2 and len(seen) == 3 * 3 + 3
+
+
+def test_truncated_jpegs_never_reach_the_device_decoder(bad_image_folder):
+    from classy_fast.data.nvjpeg_loader import is_whole_jpeg
+
+    d = os.path.join(bad_image_folder, "val", "class_0")
+    read = lambda name: torch.from_numpy(np.fromfile(os.path.join(d, name), dtype=np.uint8))  # noqa: E731
+    assert is_whole_jpeg(read("img_00.jpg")) and is_whole_jpeg(read("cmyk.jpg"))
+    assert not is_whole_jpeg(read("truncated.jpg")) and not is_whole_jpeg(read("rgba.png"))
+    assert is_whole_jpeg(torch.cat([read("img_00.jpg"), torch.zeros(10, dtype=torch.uint8)]))  # trailing junk
