@@ -17,11 +17,15 @@ template <typename P, typename S, bool kMaster>
 void adamw_tensor(P* param, const P* grad, S* exp_avg, S* exp_avg_sq, S* master, int64_t n,
                   const GradTransform transform, const AdamwHyper hyper) {
   optim_cpu::parallel_elements(n, [&](int64_t begin, int64_t end) {
+    // Local copies: the stores below could alias the captured structs' floats, which would keep
+    // the compiler from hoisting (and vectorizing) anything that reads them.
+    const auto h = hyper;
+    const auto t = transform;
     for (int64_t j = begin; j < end; ++j) {
       float w = kMaster ? static_cast<float>(master[j]) : static_cast<float>(param[j]);
       float m = static_cast<float>(exp_avg[j]);
       float v = static_cast<float>(exp_avg_sq[j]);
-      adamw_update(w, transform(static_cast<float>(grad[j])), m, v, hyper);
+      adamw_update(w, t(static_cast<float>(grad[j])), m, v, h);
       exp_avg[j] = static_cast<S>(m);
       exp_avg_sq[j] = static_cast<S>(v);
       if constexpr (kMaster) master[j] = static_cast<S>(w);

@@ -17,10 +17,14 @@ template <typename P, typename S, bool kMaster>
 void lars_tensor(P* param, const P* grad, S* momentum, S* master, int64_t n, const GradTransform transform,
                  const LarsHyper hyper) {
   optim_cpu::parallel_elements(n, [&](int64_t begin, int64_t end) {
+    // Local copies: the stores below could alias the captured structs' floats, which would keep
+    // the compiler from hoisting (and vectorizing) anything that reads them.
+    const auto h = hyper;
+    const auto t = transform;
     for (int64_t j = begin; j < end; ++j) {
       float w = kMaster ? static_cast<float>(master[j]) : static_cast<float>(param[j]);
       float buf = static_cast<float>(momentum[j]);
-      lars_update(w, transform(static_cast<float>(grad[j])), buf, hyper);
+      lars_update(w, t(static_cast<float>(grad[j])), buf, h);
       momentum[j] = static_cast<S>(buf);
       if constexpr (kMaster) master[j] = static_cast<S>(w);
       param[j] = static_cast<P>(w);
