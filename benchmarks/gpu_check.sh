@@ -7,7 +7,7 @@
 #
 # Environment: PYTHON (default python3), TORCH_CUDA_ARCH_LIST (default 9.0), MAX_JOBS (16),
 # CUDA_HOME (found from nvcc when unset), GPU_CHECK_SANITIZER=1 (compute-sanitizer memcheck on
-# a small CUDA test subset), GPU_CHECK_BUDGET_S (total time budget, default 460 s: every step's
+# a small CUDA test subset), GPU_CHECK_SKIP (comma list of step names to skip), GPU_CHECK_BUDGET_S (total time budget, default 460 s: every step's
 # timeout is cut to what is left, so the script ends within ~8 minutes), GPU_CHECK_TAR=1 (pack
 # the step logs into one tarball: some runners return only a few files).
 #
@@ -66,6 +66,10 @@ record() {  # name status seconds key
 step() {
   local name="$1"; shift
   local idx log now left limit t0 rc status secs
+  if [[ ",${GPU_CHECK_SKIP:-}," == *",$name,"* ]]; then
+    record "$name" "SKIP" 0 "in GPU_CHECK_SKIP"
+    return 0
+  fi
   idx=$(printf '%02d' $(( ${#STEP_NAMES[@]} + 1 )))
   log="$LOG_DIR/${idx}_${name}.log"
   now=$(date +%s)
