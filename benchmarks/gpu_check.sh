@@ -31,6 +31,7 @@ export MAX_JOBS="${MAX_JOBS:-16}"
 export CLASSY_FAST_CUDA=1  # fail the build rather than silently produce a CPU-only extension
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1
+export PYTHONFAULTHANDLER=1  # a crash in native code still prints the Python stack
 if [ -z "${CUDA_HOME:-}" ]; then
   if [ -x /usr/local/cuda/bin/nvcc ]; then
     CUDA_HOME=/usr/local/cuda
@@ -111,9 +112,48 @@ build_extension() {
   # In place: needs neither pip nor network (pip may refuse a system Python, PEP 668).
   echo "CUDA_HOME=${CUDA_HOME:-unset} TORCH_CUDA_ARCH_LIST=$TORCH_CUDA_ARCH_LIST MAX_JOBS=$MAX_JOBS"
   "$PY" -c "import torch, sys; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'python', sys.version.split()[0])"
-  local t0=$(date +%s)
+  local t0=$(date +%s) cxx cc
   "$PY" setup.py build_ext --inplace || return 1
+  compiler_report
+  # An error raised in the extension must arrive as a Python RuntimeError. Where the default compiler's
+  # C++ runtime differs from the one torch was built with, the throw can crash the process instead:
+  # then rebuild with the system compiler.
+  if ! exceptions_propagate; then
+    # Link with the C++ driver itself (not Python's LDSHARED, which may carry -static-libgcc & co.).
+    for cxx in /usr/bin/g++ "$(command -v g++)"; do
+      [ -x "$cxx" ] || continue
+      cc="${cxx%/*}/gcc"
+      echo "exceptions from the extension crash the process; rebuilding with CXX=$cxx CC=$cc LDSHARED='$cxx -shared'"
+      rm -rf build classy_fast/_C*.so
+      CC="$cc" CXX="$cxx" LDSHARED="$cxx -shared" "$PY" setup.py build_ext --inplace || return 1
+      if exceptions_propagate; then echo "rebuilt with $cxx: exceptions propagate"; break; fi
+    done
+    exceptions_propagate || { echo "KEY: errors thrown by the extension crash the process (see log)"; return 1; }
+  fi
   "$PY" -c "import torch, classy_fast._C as C; assert C.cuda_compiled, 'built without CUDA kernels'; print('KEY: built in', $(( $(date +%s) - t0 )), 's, CUDA archs', C.cuda_archs_raw.replace('_', ';'))"
+}
+
+exceptions_propagate() {  # a TORCH_CHECK in the CPU kernel must raise RuntimeError, not kill the process
+  "$PY" -X faulthandler -c "
+import torch
+from classy_fast.ops import cross_entropy
+try:
+    cross_entropy(torch.zeros(2, 3), torch.tensor([0, 5]), impl='fused')
+except RuntimeError as e:
+    print('exception propagated:', str(e).splitlines()[0][:100])
+else:
+    raise SystemExit('no error raised for an out-of-range label')
+"
+}
+
+compiler_report() {  # which C++ runtime the extension and the process use
+  echo "--- compilers: CXX=${CXX:-unset} CC=${CC:-unset}; c++ is $(command -v c++), g++ is $(command -v g++)"
+  for c in c++ g++ /usr/bin/g++ /opt/gcc/bin/g++; do command -v "$c" >/dev/null 2>&1 && echo "$c: $("$c" --version | head -1)"; done
+  "$PY" -c "import sysconfig; print('python CXX:', sysconfig.get_config_var('CXX'), '| LDSHARED:', sysconfig.get_config_var('LDSHARED'))"
+  ldd classy_fast/_C*.so 2>/dev/null | grep -E 'stdc|gcc_s|libc10|libtorch_cpu' || true
+  "$PY" -c "
+import torch, classy_fast._C
+print('loaded:', sorted({l.split()[-1] for l in open('/proc/self/maps') if 'libstdc++' in l or 'libgcc_s' in l}))"
 }
 
 environment_info() {
@@ -170,7 +210,10 @@ run_pytest() {  # args for pytest
     echo "KEY: pytest is not installed for $PY (no network: bring a pytest wheel); see cuda_smoke"
     return 1
   fi
-  "$PY" -m pytest -q -p no:cacheprovider -rfEs "$@"
+  local workers=()
+  # Worker processes: a crash in native code loses one test (xdist reports it) instead of the whole step.
+  "$PY" -c "import xdist" >/dev/null 2>&1 && workers=(-n 4 --dist loadfile)
+  "$PY" -m pytest -q -p no:cacheprovider -rfEs "${workers[@]}" "$@"
   local rc=$?
   if [ "$rc" -eq 5 ]; then echo "KEY: no tests selected"; return 0; fi  # nothing marked there yet
   return "$rc"
@@ -276,7 +319,7 @@ EOF
 # ---- the steps ----
 
 export PY
-export -f build_extension environment_info cuda_smoke run_pytest sanitizer_subset run_benchmarks train_bench speedrun
+export -f build_extension exceptions_propagate compiler_report environment_info cuda_smoke run_pytest sanitizer_subset run_benchmarks train_bench speedrun
 export -f ddp_nccl_1gpu
 export -f data_bench data_sanitizer
 export LOG_DIR ROOT
@@ -299,6 +342,30 @@ STEP_TIMEOUT=150 step bench_resnet50 train_bench resnet50 --model resnet50 --bat
 STEP_TIMEOUT=90 step bench_resnet18_32px train_bench resnet18_32px --model resnet18 --batch-size 512 --image-size 32 --num-classes 10 --amp bf16 --channels-last
 STEP_TIMEOUT=150 step speedrun speedrun
 STEP_TIMEOUT=120 step ddp_nccl_1gpu ddp_nccl_1gpu
+
+# ---- fused optimizers (classy_fast/optim, csrc/*fused_*, multi_tensor_l2norm, ema_update) ----
+# CUDA tests: trajectories vs torch / float64 paper references, GradScaler skip, launch splitting
+# over many, large and misaligned tensors, one launch for ResNet-50's 161 tensors, CUDA-graph
+# replay == eager. Then fused vs torch foreach/fused on ResNet-50's parameter set.
+optim_bench() {
+  "$PY" benchmarks/bench_optim.py --device cuda
+}
+optim_sanitizer() {
+  local cs
+  cs="$(command -v compute-sanitizer || true)"
+  [ -z "$cs" ] && [ -n "${CUDA_HOME:-}" ] && [ -x "$CUDA_HOME/bin/compute-sanitizer" ] && cs="$CUDA_HOME/bin/compute-sanitizer"
+  if [ -z "$cs" ]; then echo "KEY: compute-sanitizer not found"; return 1; fi
+  PYTORCH_NO_CUDA_MEMORY_CACHING=1 "$cs" --tool memcheck --error-exitcode 99 --print-limit 20 \
+    "$PY" -m pytest -q -p no:cacheprovider tests/optim/test_cuda.py \
+    -k "launch_splitting or resnet50 or (graph_replay and fused) or ema_cuda" || return 1
+  echo "KEY: memcheck clean on the optimizer CUDA subset"
+}
+export -f optim_bench optim_sanitizer
+STEP_TIMEOUT=180 step optim_cuda_tests run_pytest tests/optim -m cuda
+STEP_TIMEOUT=120 step bench_optim optim_bench
+if [ "${GPU_CHECK_SANITIZER:-0}" = "1" ]; then
+  STEP_TIMEOUT=240 step sanitizer_optim optim_sanitizer
+fi
 
 # ---- summary (last) ----
 

@@ -147,7 +147,12 @@ class FusedOptimizer(torch.optim.Optimizer):
                 master = self._uses_master(p)
                 batch = by_master.setdefault(master, ParamBatch(group, has_master=master))
                 batch.params.append(p)
-                batch.grads.append(p.grad)
+                grad = p.grad
+                if grad.numel() > 1 and grad.stride() != p.stride():
+                    # The kernels walk param, grad and state as flat arrays of one layout. Autograd may hand a
+                    # channels_last param a contiguous grad (e.g. through an autocast cast): re-lay it out.
+                    grad = torch.empty_like(p, dtype=grad.dtype).copy_(grad)
+                batch.grads.append(grad)
                 batch.states.append(self._init_state(p, group))
             batches.extend(by_master[k] for k in sorted(by_master))
         return batches

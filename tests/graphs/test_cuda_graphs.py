@@ -48,20 +48,20 @@ def run_steps(task, batches, graphed, lr_change_at=None):
     return {k: v.detach().float().cpu() for k, v in task.model.state_dict().items()}, task.loss_meter.value()["loss"]
 
 
-@pytest.mark.parametrize("amp", ["none", "bf16", "fp16"])
+@pytest.mark.parametrize("amp,channels_last", [("none", False), ("bf16", False), ("fp16", False), ("bf16", True)])
 @pytest.mark.parametrize("lr_change_at", [None, 4])
 @pytest.mark.cuda
-def test_graphed_and_eager_training_match(tmp_path, amp, lr_change_at):
+def test_graphed_and_eager_training_match(tmp_path, amp, channels_last, lr_change_at):
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA device")
-    d = dict(device="cuda", amp=amp, seed=11)
+    d = dict(device="cuda", amp=amp, seed=11, channels_last=channels_last)
     eager = make_task(tmp_path, "e", **d)
     graphed = make_task(tmp_path, "g", **d)
-    batches = [b for _, b in zip(range(7), eager.train_data)]
+    batches = list(eager.train_data)  # one epoch: 6 batches
     w_eager, loss_eager = run_steps(eager, batches, graphed=False, lr_change_at=lr_change_at)
     w_graph, loss_graph = run_steps(graphed, batches, graphed=True, lr_change_at=lr_change_at)
     tol = 1e-5 if amp == "none" else 2e-2
     for k in w_eager:
         torch.testing.assert_close(w_graph[k], w_eager[k], rtol=tol, atol=tol, msg=k)
     assert loss_graph == pytest.approx(loss_eager, rel=tol)
-    assert graphed.num_updates == eager.num_updates == 7
+    assert graphed.num_updates == eager.num_updates == len(batches) == 6
