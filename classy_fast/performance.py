@@ -25,17 +25,30 @@ from torch import nn
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
-def configure_backends(tf32: bool, cudnn_benchmark: bool) -> None:
-    """Set the TF32 and cuDNN benchmark switches (process-wide, as torch's flags are)."""
-    precision = "tf32" if tf32 else "ieee"
+def set_tf32(enabled: bool) -> None:
+    """Allow TF32 in float32 matmuls and convolutions (process-wide, as torch's flags are)."""
+    precision = "tf32" if enabled else "ieee"
     matmul = torch.backends.cuda.matmul
     if hasattr(matmul, "fp32_precision"):
-        # torch ≥ 2.9: the fp32_precision API; mixing it with the legacy allow_tf32 flags is an error.
+        # torch ≥ 2.9: the fp32_precision API; mixing it with the legacy allow_tf32 flags is an error,
+        # so every reader and writer in the process goes through these two functions.
         matmul.fp32_precision = precision
         torch.backends.cudnn.conv.fp32_precision = precision
     else:
-        matmul.allow_tf32 = tf32
-        torch.backends.cudnn.allow_tf32 = tf32
+        matmul.allow_tf32 = enabled
+        torch.backends.cudnn.allow_tf32 = enabled
+
+
+def tf32_enabled() -> bool:
+    matmul = torch.backends.cuda.matmul
+    if hasattr(matmul, "fp32_precision"):
+        return matmul.fp32_precision == "tf32"
+    return bool(matmul.allow_tf32)
+
+
+def configure_backends(tf32: bool, cudnn_benchmark: bool) -> None:
+    """Set the TF32 and cuDNN benchmark switches (process-wide, as torch's flags are)."""
+    set_tf32(tf32)
     torch.backends.cudnn.benchmark = cudnn_benchmark
 
 

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from classy_fast.ops import ema_update_
+from classy_fast.performance import set_tf32, tf32_enabled
 from classy_fast.optim import FusedAdamW, FusedLAMB, FusedLARS, FusedSGD, _backend, reference
 from tests.optim._helpers import (assert_weights_close, make_model, needs_cuda, param_groups, snapshot, torch_groups,
                                   train, weights)
@@ -34,10 +35,10 @@ OPTIMIZERS = {
 @pytest.fixture(autouse=True)
 def _exact_fp32_matmul():
     # TF32 matmuls would make the CUDA model's grads differ from the CPU reference's by ~1e-3.
-    old = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    old = tf32_enabled()
+    set_tf32(False)
     yield
-    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
+    set_tf32(old)
 
 
 @pytest.mark.parametrize("impl", CUDA_IMPLS)
