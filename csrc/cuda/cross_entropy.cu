@@ -204,8 +204,10 @@ __device__ __forceinline__ RowTargets read_targets(const HardParams& p, int64_t 
   return t;
 }
 
+// __launch_bounds__(1024): block mode launches up to 1024 threads; without the bound ptxas may use
+// more than 64 registers per thread and such a launch would fail.
 template <typename T, bool kWarpPerRow>
-__global__ void hard_forward_kernel(const HardParams p) {
+__global__ void __launch_bounds__(1024) hard_forward_kernel(const HardParams p) {
   using G = RowGroup<kWarpPerRow>;
   const T* logits = static_cast<const T*>(p.logits);
   const int64_t C = p.classes;
@@ -236,7 +238,7 @@ __global__ void hard_forward_kernel(const HardParams p) {
 }
 
 template <typename T, bool kWarpPerRow>
-__global__ void hard_backward_kernel(const HardParams p) {
+__global__ void __launch_bounds__(1024) hard_backward_kernel(const HardParams p) {
   using G = RowGroup<kWarpPerRow>;
   const T* logits = static_cast<const T*>(p.logits);
   T* grad = static_cast<T*>(p.grad);
@@ -283,7 +285,7 @@ struct SoftParams {
 };
 
 template <typename T, typename TT, bool kWarpPerRow>
-__global__ void soft_forward_kernel(const SoftParams p) {
+__global__ void __launch_bounds__(1024) soft_forward_kernel(const SoftParams p) {
   using G = RowGroup<kWarpPerRow>;
   const T* logits = static_cast<const T*>(p.logits);
   const TT* target = static_cast<const TT*>(p.target);
@@ -305,7 +307,7 @@ __global__ void soft_forward_kernel(const SoftParams p) {
 }
 
 template <typename T, typename TT, bool kWarpPerRow>
-__global__ void soft_backward_kernel(const SoftParams p) {
+__global__ void __launch_bounds__(1024) soft_backward_kernel(const SoftParams p) {
   using G = RowGroup<kWarpPerRow>;
   const T* logits = static_cast<const T*>(p.logits);
   const TT* target = static_cast<const TT*>(p.target);

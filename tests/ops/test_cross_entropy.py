@@ -142,6 +142,23 @@ def test_ignore_index_can_be_a_real_class(device):
 
 
 @pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("classes,row,col", [(3, 0, 0), (1025, 1, 0), (1025, 1, 1024), (40000, 2, 3)])
+def test_nan_logit_makes_its_row_nan_like_torch(device, classes, row, col):
+    # A NaN anywhere in a row (first element, misaligned head, tail, block mode) must reach the loss:
+    # the trainer stops on a non-finite loss, and a finite loss over NaN gradients would hide it.
+    _skip_unless_fused(device)
+    x = _logits(3, classes, torch.float32, device, requires_grad=False)
+    x[row, col] = float("nan")
+    t = torch.ones(3, dtype=torch.long, device=device)
+    for eps in (0.0, 0.1):
+        loss = cross_entropy(x, t, reduction="none", label_smoothing=eps, impl="fused")
+        ref = F.cross_entropy(x, t, reduction="none", label_smoothing=eps)
+        assert torch.isnan(loss[row]) and torch.isnan(ref[row])
+        others = [r for r in range(3) if r != row]
+        torch.testing.assert_close(loss[others], ref[others], rtol=2e-5, atol=2e-5)
+
+
+@pytest.mark.parametrize("device", DEVICES)
 def test_all_rows_ignored_gives_nan_mean_like_torch(device):
     _skip_unless_fused(device)
     x = _logits(4, 6, torch.float32, device)

@@ -46,6 +46,11 @@ __device__ __forceinline__ Acc block_allreduce(Acc a) {
 
 // Running max and sum of exp(x - max), the one-pass ("online") softmax normaliser:
 // log-sum-exp = max + log(sum). NaN propagates through the sum; an all -inf row gives -inf.
+// max() that returns NaN when either side is NaN (fmaxf drops NaN): a NaN logit must make the
+// row's log-sum-exp, and so its loss, NaN, as on the CPU and in torch, or the trainer's
+// non-finite-loss check would never see it.
+__device__ __forceinline__ float nan_propagating_max(float a, float b) { return (isnan(b) || b > a) ? b : a; }
+
 struct MaxSumExp {
   float max;
   float sum;
@@ -53,7 +58,7 @@ struct MaxSumExp {
   static __device__ __forceinline__ MaxSumExp identity() { return {-INFINITY, 0.f}; }
 
   __device__ __forceinline__ void merge(const MaxSumExp& o) {
-    const float m = fmaxf(max, o.max);
+    const float m = nan_propagating_max(max, o.max);
     if (m == -INFINITY) return;  // both empty (or all -inf): nothing to rescale
     sum = sum * expf(max - m) + o.sum * expf(o.max - m);
     max = m;
@@ -64,7 +69,7 @@ struct MaxSumExp {
   __device__ __forceinline__ void add(const float (&x)[kN]) {
     float m = max;
 #pragma unroll
-    for (int j = 0; j < kN; ++j) m = fmaxf(m, x[j]);
+    for (int j = 0; j < kN; ++j) m = nan_propagating_max(m, x[j]);
     if (m == -INFINITY) return;
     float s = sum * expf(max - m);
 #pragma unroll
