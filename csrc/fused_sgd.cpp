@@ -24,7 +24,9 @@ void sgd_tensor(P* param, const P* grad, S* momentum, S* master, int64_t n, cons
     const auto t = transform;
     for (int64_t j = begin; j < end; ++j) {
       float w = kMaster ? static_cast<float>(master[j]) : static_cast<float>(param[j]);
-      float buf = (kMomentum && !h.first_step) ? static_cast<float>(momentum[j]) : 0.0f;
+      // Loaded even on the first step (the buffer starts as zeros and sgd_update ignores it then):
+      // a conditional load would keep the loop from vectorizing.
+      float buf = kMomentum ? static_cast<float>(momentum[j]) : 0.0f;
       sgd_update(w, t(static_cast<float>(grad[j])), buf, h);
       if constexpr (kMomentum) momentum[j] = static_cast<S>(buf);
       if constexpr (kMaster) master[j] = static_cast<S>(w);

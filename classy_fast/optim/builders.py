@@ -20,6 +20,9 @@ from classy_fast.optim.sgd import FusedSGD
 from classy_fast.registry import OPTIMIZERS
 
 FUSED_OPTIMIZERS = {"sgd": FusedSGD, "adamw": FusedAdamW, "lars": FusedLARS, "lamb": FusedLAMB}
+# torch.optim switches a config may carry for the torch path; the fused optimizers are always
+# fused and capturable.
+_TORCH_ONLY_KWARGS = ("foreach", "fused", "capturable")
 
 
 def fused_optimizers_available(device: Optional[torch.device] = None) -> bool:
@@ -61,6 +64,8 @@ def build_fused_optimizer(name: str, param_groups: List[Dict], cfg: OptimizerCon
     else:
         specific = dict(betas=tuple(cfg.betas), eps=cfg.eps, trust_clamp=cfg.trust_clamp)
     kwargs = {**common, **specific, **cfg.kwargs}
+    for torch_only in _TORCH_ONLY_KWARGS:  # meant for the torch.optim fallback; ours is always both
+        kwargs.pop(torch_only, None)
     return FUSED_OPTIMIZERS[key](param_groups, **kwargs)
 
 

@@ -20,7 +20,7 @@ from tests.optim._helpers import make_model, needs_cpu_kernels, param_groups, tr
                                       ("lamb", FusedLAMB)])
 def test_build_from_config(name, cls):
     cfg = OptimizerConfig(name=name, lr=0.2, weight_decay=1e-3, max_grad_norm=2.0, trust_clamp=5.0,
-                          kwargs={"master_weights": True})
+                          kwargs={"master_weights": True, "foreach": True})  # torch-only switch: ignored
     model = make_model()
     groups = param_groups(model, lr=lambda: torch.tensor(0.2))
     opt = build_fused_optimizer(name, groups, cfg)

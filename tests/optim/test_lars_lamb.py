@@ -22,7 +22,7 @@ from tests.optim._helpers import IMPLS, assert_weights_close, make_model, param_
 class PaperLARS:
     """Float64 LARS, one tensor at a time, from the paper's algorithm."""
 
-    def __init__(self, groups: List[dict], lr: float, momentum: float, trust_coefficient: float, eps: float,
+    def __init__(self, groups: List[dict], lr: float, momentum: float, trust_coefficient: float, eps: float = 1e-9,
                  nesterov: bool = False, max_grad_norm: Optional[float] = None):
         self.groups, self.lr, self.momentum = groups, lr, momentum
         self.eta, self.eps, self.nesterov, self.max_grad_norm = trust_coefficient, eps, nesterov, max_grad_norm

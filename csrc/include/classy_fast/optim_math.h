@@ -6,6 +6,7 @@
 // functions (classy_fast/optim/reference.py) spell out the same formulas in torch ops.
 //
 // All arithmetic is fp32 whatever the storage type (bf16/fp16 values are widened on load).
+// Everything is force-inlined: a call per element would keep the CPU loops from vectorizing.
 #pragma once
 
 #include <c10/macros/Macros.h>
@@ -15,7 +16,7 @@
 namespace classy_fast {
 namespace optim_math {
 
-C10_HOST_DEVICE inline float sqrt_f(float x) {
+C10_HOST_DEVICE C10_ALWAYS_INLINE float sqrt_f(float x) {
 #if defined(__CUDA_ARCH__)
   return ::sqrtf(x);
 #else
@@ -23,7 +24,7 @@ C10_HOST_DEVICE inline float sqrt_f(float x) {
 #endif
 }
 
-C10_HOST_DEVICE inline float pow_f(float base, float exponent) {
+C10_HOST_DEVICE C10_ALWAYS_INLINE float pow_f(float base, float exponent) {
 #if defined(__CUDA_ARCH__)
   return ::powf(base, exponent);
 #else
@@ -37,11 +38,11 @@ C10_HOST_DEVICE inline float pow_f(float base, float exponent) {
 // nullptr means "not given".
 struct DeviceScalar {
   const float* ptr;
-  C10_HOST_DEVICE float get(float if_absent) const { return ptr != nullptr ? *ptr : if_absent; }
+  C10_HOST_DEVICE C10_ALWAYS_INLINE float get(float if_absent) const { return ptr != nullptr ? *ptr : if_absent; }
 };
 
 // Same formula as torch.nn.utils.clip_grad_norm_: max_norm / (total_norm + 1e-6), capped at 1.
-C10_HOST_DEVICE inline float clip_coefficient(float total_norm, float max_norm) {
+C10_HOST_DEVICE C10_ALWAYS_INLINE float clip_coefficient(float total_norm, float max_norm) {
   const float coef = max_norm / (total_norm + 1e-6f);
   return coef < 1.0f ? coef : 1.0f;
 }
@@ -51,7 +52,7 @@ C10_HOST_DEVICE inline float clip_coefficient(float total_norm, float max_norm) 
 struct GradTransform {
   float factor;
   bool negate;
-  C10_HOST_DEVICE float operator()(float g) const {
+  C10_HOST_DEVICE C10_ALWAYS_INLINE float operator()(float g) const {
     const float x = g * factor;
     return negate ? -x : x;
   }
@@ -59,7 +60,7 @@ struct GradTransform {
 
 // grad_scale: the GradScaler's scale (the kernel unscales on the fly: multiplies by 1/scale).
 // grad_norm: the global norm of the *unscaled* grads; clipping applies when it is given.
-C10_HOST_DEVICE inline GradTransform make_grad_transform(DeviceScalar grad_scale, DeviceScalar grad_norm,
+C10_HOST_DEVICE C10_ALWAYS_INLINE GradTransform make_grad_transform(DeviceScalar grad_scale, DeviceScalar grad_norm,
                                                          float max_grad_norm, bool maximize) {
   float factor = 1.0f / grad_scale.get(1.0f);
   if (grad_norm.ptr != nullptr) factor *= clip_coefficient(*grad_norm.ptr, max_grad_norm);
@@ -67,7 +68,7 @@ C10_HOST_DEVICE inline GradTransform make_grad_transform(DeviceScalar grad_scale
 }
 
 // A GradScaler step with non-finite grads must leave params and state untouched.
-C10_HOST_DEVICE inline bool skip_step(DeviceScalar found_inf) {
+C10_HOST_DEVICE C10_ALWAYS_INLINE bool skip_step(DeviceScalar found_inf) {
   return found_inf.ptr != nullptr && *found_inf.ptr != 0.0f;
 }
 
@@ -84,7 +85,7 @@ struct SgdHyper {
   bool first_step;  // the step count is 1: the buffer becomes the gradient itself
 };
 
-C10_HOST_DEVICE inline void sgd_update(float& w, float g, float& buf, const SgdHyper& h) {
+C10_HOST_DEVICE C10_ALWAYS_INLINE void sgd_update(float& w, float g, float& buf, const SgdHyper& h) {
   if (h.weight_decay != 0.0f) g += h.weight_decay * w;
   if (h.has_momentum) {
     buf = h.first_step ? g : h.momentum * buf + (1.0f - h.dampening) * g;
@@ -105,13 +106,13 @@ struct AdamwHyper {
   float bias_correction2_sqrt;  // sqrt(1 - beta2^step)
 };
 
-C10_HOST_DEVICE inline AdamwHyper make_adamw_hyper(float lr, float beta1, float beta2, float weight_decay,
+C10_HOST_DEVICE C10_ALWAYS_INLINE AdamwHyper make_adamw_hyper(float lr, float beta1, float beta2, float weight_decay,
                                                    float eps, float step) {
   return AdamwHyper{lr,  beta1, beta2, weight_decay, eps, 1.0f - pow_f(beta1, step),
                     sqrt_f(1.0f - pow_f(beta2, step))};
 }
 
-C10_HOST_DEVICE inline void adamw_update(float& w, float g, float& m, float& v, const AdamwHyper& h) {
+C10_HOST_DEVICE C10_ALWAYS_INLINE void adamw_update(float& w, float g, float& m, float& v, const AdamwHyper& h) {
   w *= 1.0f - h.lr * h.weight_decay;
   m += (1.0f - h.beta1) * (g - m);  // torch: exp_avg.lerp_(grad, 1 - beta1)
   v = h.beta2 * v + (1.0f - h.beta2) * g * g;
@@ -125,7 +126,7 @@ C10_HOST_DEVICE inline void adamw_update(float& w, float g, float& m, float& v, 
 // back to 1 when either norm is zero; the momentum buffer accumulates lr-scaled steps
 // (v = m * v + lr * local_lr * (g + wd * w); w -= v). Tensors excluded from adaptation (norm
 // layers, biases) get local lr 1 and no weight decay.
-C10_HOST_DEVICE inline float lars_trust_ratio(float w_norm, float g_norm, float trust_coefficient,
+C10_HOST_DEVICE C10_ALWAYS_INLINE float lars_trust_ratio(float w_norm, float g_norm, float trust_coefficient,
                                               float weight_decay, float eps) {
   if (w_norm > 0.0f && g_norm > 0.0f) {
     return trust_coefficient * w_norm / (g_norm + weight_decay * w_norm + eps);
@@ -140,7 +141,7 @@ struct LarsHyper {
   bool nesterov;
 };
 
-C10_HOST_DEVICE inline void lars_update(float& w, float g, float& buf, const LarsHyper& h) {
+C10_HOST_DEVICE C10_ALWAYS_INLINE void lars_update(float& w, float g, float& buf, const LarsHyper& h) {
   const float step = h.scaled_lr * (g + h.weight_decay * w);
   buf = h.momentum * buf + step;
   w -= h.nesterov ? h.momentum * buf + step : buf;
@@ -162,29 +163,29 @@ struct LambHyper {
   float bias_correction2;  // 1 - beta2^step
 };
 
-C10_HOST_DEVICE inline LambHyper make_lamb_hyper(float beta1, float beta2, float eps, float weight_decay,
+C10_HOST_DEVICE C10_ALWAYS_INLINE LambHyper make_lamb_hyper(float beta1, float beta2, float eps, float weight_decay,
                                                  float step) {
   return LambHyper{beta1, beta2, eps, weight_decay, 1.0f - pow_f(beta1, step), 1.0f - pow_f(beta2, step)};
 }
 
-C10_HOST_DEVICE inline void lamb_moments(float g, float& m, float& v, const LambHyper& h) {
+C10_HOST_DEVICE C10_ALWAYS_INLINE void lamb_moments(float g, float& m, float& v, const LambHyper& h) {
   m += (1.0f - h.beta1) * (g - m);
   v = h.beta2 * v + (1.0f - h.beta2) * g * g;
 }
 
-C10_HOST_DEVICE inline float lamb_direction(float w, float m, float v, const LambHyper& h) {
+C10_HOST_DEVICE C10_ALWAYS_INLINE float lamb_direction(float w, float m, float v, const LambHyper& h) {
   return (m / h.bias_correction1) / (sqrt_f(v / h.bias_correction2) + h.eps) + h.weight_decay * w;
 }
 
 // trust_clamp <= 0: no cap.
-C10_HOST_DEVICE inline float lamb_trust_ratio(float w_norm, float u_norm, float trust_clamp) {
+C10_HOST_DEVICE C10_ALWAYS_INLINE float lamb_trust_ratio(float w_norm, float u_norm, float trust_clamp) {
   float ratio = (w_norm > 0.0f && u_norm > 0.0f) ? w_norm / u_norm : 1.0f;
   if (trust_clamp > 0.0f && ratio > trust_clamp) ratio = trust_clamp;
   return ratio;
 }
 
 // ---------------------------------------------------------------------------------------- EMA
-C10_HOST_DEVICE inline float ema_update(float ema, float value, float decay) {
+C10_HOST_DEVICE C10_ALWAYS_INLINE float ema_update(float ema, float value, float decay) {
   return decay * ema + (1.0f - decay) * value;
 }
 
