@@ -39,8 +39,6 @@ def unsupported_reason(task) -> Optional[str]:
     if task.precision.scaler is not None and not getattr(task.optimizer, "_step_supports_amp_scaling", False):
         return ("fp16 GradScaler with %s: its step reads found_inf on the host; use a fused optimizer "
                 "(classy_fast.optim or torch fused=True) or bf16" % type(task.optimizer).__name__)
-    if getattr(task, "accumulation", None) is not None and task.accumulation.steps > 1:
-        return "gradient accumulation (simulated_global_batch_size): a replay would overwrite the accumulated grads"
     if task.train_data is not None and not getattr(task.train_data, "drop_last", True):
         return "train batches must have static shapes: set data.drop_last=true"
     if task.accumulation.steps > 1:
