@@ -316,33 +316,6 @@ print(f"KEY: NCCL DDP world 1: test top1 {test['top1']:.3f}, train {train['image
 EOF
 }
 
-# ---- the steps ----
-
-export PY
-export -f build_extension exceptions_propagate compiler_report environment_info cuda_smoke run_pytest sanitizer_subset run_benchmarks train_bench speedrun
-export -f ddp_nccl_1gpu
-export -f data_bench data_sanitizer
-export LOG_DIR ROOT
-
-STEP_TIMEOUT=360 step build build_extension
-STEP_TIMEOUT=60 step info environment_info
-STEP_TIMEOUT=120 step cuda_smoke cuda_smoke
-STEP_TIMEOUT=240 step ops_tests run_pytest tests/ops
-STEP_TIMEOUT=240 step cuda_tests run_pytest tests -m cuda --ignore=tests/ops --ignore=tests/data
-STEP_TIMEOUT=120 step data_cuda_tests run_pytest tests/data -m cuda
-if [ "${GPU_CHECK_SANITIZER:-0}" = "1" ]; then
-  STEP_TIMEOUT=240 step sanitizer sanitizer_subset
-  STEP_TIMEOUT=120 step sanitizer_data data_sanitizer
-else
-  skip_step sanitizer "set GPU_CHECK_SANITIZER=1 to run"
-fi
-STEP_TIMEOUT=150 step bench_cross_entropy run_benchmarks
-STEP_TIMEOUT=150 step bench_data data_bench
-STEP_TIMEOUT=150 step bench_resnet50 train_bench resnet50 --model resnet50 --batch-size 256 --image-size 224 --amp bf16 --channels-last
-STEP_TIMEOUT=90 step bench_resnet18_32px train_bench resnet18_32px --model resnet18 --batch-size 512 --image-size 32 --num-classes 10 --amp bf16 --channels-last
-STEP_TIMEOUT=150 step speedrun speedrun
-STEP_TIMEOUT=120 step ddp_nccl_1gpu ddp_nccl_1gpu
-
 # ---- fused optimizers (classy_fast/optim, csrc/*fused_*, multi_tensor_l2norm, ema_update) ----
 # CUDA tests: trajectories vs torch / float64 paper references, GradScaler skip, launch splitting
 # over many, large and misaligned tensors, one launch for ResNet-50's 161 tensors, CUDA-graph
@@ -360,11 +333,37 @@ optim_sanitizer() {
     -k "launch_splitting or resnet50 or (graph_replay and fused) or ema_cuda" || return 1
   echo "KEY: memcheck clean on the optimizer CUDA subset"
 }
+# ---- the steps ----
+# Order: build and correctness first, then the figures, then the (slow) sanitizer runs, so a
+# tight GPU_CHECK_BUDGET_S cuts the least important steps.
+
+export PY
+export -f build_extension exceptions_propagate compiler_report environment_info cuda_smoke run_pytest sanitizer_subset run_benchmarks train_bench speedrun
+export -f ddp_nccl_1gpu
+export -f data_bench data_sanitizer
 export -f optim_bench optim_sanitizer
+export LOG_DIR ROOT
+
+STEP_TIMEOUT=360 step build build_extension
+STEP_TIMEOUT=60 step info environment_info
+STEP_TIMEOUT=120 step cuda_smoke cuda_smoke
+STEP_TIMEOUT=240 step ops_tests run_pytest tests/ops
+STEP_TIMEOUT=240 step cuda_tests run_pytest tests -m cuda --ignore=tests/ops --ignore=tests/data --ignore=tests/optim
 STEP_TIMEOUT=180 step optim_cuda_tests run_pytest tests/optim -m cuda
+STEP_TIMEOUT=120 step data_cuda_tests run_pytest tests/data -m cuda
+STEP_TIMEOUT=120 step ddp_nccl_1gpu ddp_nccl_1gpu
+STEP_TIMEOUT=150 step speedrun speedrun
+STEP_TIMEOUT=150 step bench_resnet50 train_bench resnet50 --model resnet50 --batch-size 256 --image-size 224 --amp bf16 --channels-last
+STEP_TIMEOUT=90 step bench_resnet18_32px train_bench resnet18_32px --model resnet18 --batch-size 512 --image-size 32 --num-classes 10 --amp bf16 --channels-last
+STEP_TIMEOUT=150 step bench_cross_entropy run_benchmarks
 STEP_TIMEOUT=120 step bench_optim optim_bench
+STEP_TIMEOUT=150 step bench_data data_bench
 if [ "${GPU_CHECK_SANITIZER:-0}" = "1" ]; then
+  STEP_TIMEOUT=240 step sanitizer sanitizer_subset
   STEP_TIMEOUT=240 step sanitizer_optim optim_sanitizer
+  STEP_TIMEOUT=120 step sanitizer_data data_sanitizer
+else
+  skip_step sanitizer "set GPU_CHECK_SANITIZER=1 to run"
 fi
 
 # ---- summary (last) ----

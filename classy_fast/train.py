@@ -80,7 +80,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         metrics = task.run()
         primary = distributed.is_primary()
         distributed.shutdown()
-    except (ConfigError, CheckpointError, FileNotFoundError, ValueError, KeyError) as e:
+    except (ConfigError, CheckpointError, FileNotFoundError, ValueError, KeyError, ImportError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         return _error(2, e, msg)
     except NonFiniteLossError as e:

@@ -48,6 +48,9 @@ def build_hooks(cfg: TrainConfig) -> List[ClassyHook]:
         hooks.append(EMAHook(cfg.ema))
     if h.model_complexity:
         hooks.append(ModelComplexityHook())
+    # User hooks before the loggers and metrics files, so metrics they add to a phase are recorded.
+    for spec in h.extra:
+        hooks.append(HOOKS.get(spec.name)(spec.options, cfg))
     hooks.append(ProgressBarHook(enabled=h.progress_bar))
     hooks.append(ConsoleLoggerHook(log_interval=h.log_interval))
     if h.metrics_files:
@@ -56,8 +59,6 @@ def build_hooks(cfg: TrainConfig) -> List[ClassyHook]:
         hooks.append(TensorboardHook(cfg.output_dir, log_interval=h.log_interval))
     if h.profiler.enabled:
         hooks.append(ProfilerHook(cfg.output_dir, h.profiler))
-    for spec in h.extra:
-        hooks.append(HOOKS.get(spec.name)(spec.options, cfg))
     if h.predictions.enabled:
         hooks.append(PredictionsHook(cfg.output_dir, h.predictions.path))
     if h.export.enabled:

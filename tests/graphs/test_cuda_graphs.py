@@ -65,3 +65,27 @@ def test_graphed_and_eager_training_match(tmp_path, amp, channels_last, lr_chang
         torch.testing.assert_close(w_graph[k], w_eager[k], rtol=tol, atol=tol, msg=k)
     assert loss_graph == pytest.approx(loss_eager, rel=tol)
     assert graphed.num_updates == eager.num_updates == len(batches) == 6
+
+
+@pytest.mark.cuda
+def test_capture_under_ddp_world_size_1(tmp_path):
+    """DDP (NCCL, one process) built before the task: the graph waits 11 eager steps, then replays."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    from classy_fast import distributed
+    from classy_fast.config import DistributedConfig
+
+    distributed.init_distributed(DistributedConfig(single_process_ddp=True, timeout_seconds=60), "cuda")
+    try:
+        d = tiny_config_dict(tmp_path / "ddp", device="cuda", amp="bf16", cuda_graphs=True, epochs=3,
+                             distributed={"single_process_ddp": True})
+        d["hooks"] = {"progress_bar": False, "log_interval": 0, "model_complexity": False,
+                      "checkpoint": {"enabled": False}, "metrics_files": False}
+        task = ClassificationTask(config_from_dict(d, "test"))
+        assert isinstance(task.train_model, torch.nn.parallel.DistributedDataParallel)
+        step = task._train_step
+        assert isinstance(step, GraphedTrainStep) and step.warmup_steps == 11
+        result = task.run()  # 3 epochs × 6 steps: capture at step 12, replays after
+        assert step.captured and task.num_updates == 18 and result["loss"] == result["loss"]  # finite
+    finally:
+        distributed.shutdown()

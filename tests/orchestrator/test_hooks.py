@@ -75,3 +75,13 @@ def test_checkpoint_keeps_last_k_periodic_copies(tmp_path):
     ClassificationTask(config_from_dict(d, "t")).run()
     files = sorted(os.listdir(tmp_path / "k" / "checkpoints"))
     assert files == ["last.pt", "phase_0003.pt", "phase_0004.pt"]
+
+
+def test_metrics_added_by_a_user_hook_reach_metrics_jsonl(tmp_path):
+    import json
+
+    d = tiny_config_dict(tmp_path / "t", epochs=1)
+    d["hooks"]["extra"] = [{"name": "time_to_accuracy", "options": {"target_top1": 0.0}}]
+    ClassificationTask(config_from_dict(d, "t")).run()
+    phases = [json.loads(line) for line in (tmp_path / "t" / "metrics.jsonl").read_text().splitlines()]
+    assert phases[-1]["phase_type"] == "test" and phases[-1]["time_to_target_seconds"] > 0
