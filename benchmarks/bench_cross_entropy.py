@@ -6,7 +6,8 @@ Result (CPU, fp32, fwd+bwd, 1 thread, best of 3 runs): fused vs torch
 B=256 C=1000 0.24 vs 1.35 ms (5.5x); B=4096 C=1000 8.9 vs 16.3 ms (1.8x);
 B=256 C=21843 12.7 vs 25.1 ms (2.0x). With 2 threads on the loaded VM torch's many small
 parallel regions stalled (>=118 ms per step), so those ratios (11-130x) say little.
-GPU (H100/H200, bf16/fp32): to be filled in from benchmarks/gpu_check.sh; not measured yet.
+H100 80GB (2026-11-26, torch 2.11): 1.2-1.4x at C=1000 (host-bound), 3.1-4.2x at B=4096, C>=21843,
+up to 2.9 TB/s (fp32, C=128000); full table in benchmarks/RESULTS.md.
 
 Two ways to run:
     pytest benchmarks/bench_cross_entropy.py -s              # pytest-benchmark, CPU (+ CUDA if present)
