@@ -219,11 +219,16 @@ run_pytest() {  # args for pytest
   return "$rc"
 }
 
-sanitizer_subset() {
+find_sanitizer() {  # prints compute-sanitizer's path, or fails
   local cs
   cs="$(command -v compute-sanitizer || true)"
   [ -z "$cs" ] && [ -n "${CUDA_HOME:-}" ] && [ -x "$CUDA_HOME/bin/compute-sanitizer" ] && cs="$CUDA_HOME/bin/compute-sanitizer"
-  if [ -z "$cs" ]; then echo "KEY: compute-sanitizer not found"; return 1; fi
+  [ -n "$cs" ] && echo "$cs"
+}
+
+sanitizer_subset() {
+  local cs
+  cs="$(find_sanitizer)" || { echo "KEY: compute-sanitizer not found"; return 1; }
   # No caching allocator: every tensor is its own allocation, so an out-of-bounds access
   # can't hide inside a pooled block.
   PYTORCH_NO_CUDA_MEMORY_CACHING=1 "$cs" --tool memcheck --error-exitcode 99 --print-limit 20 \
@@ -283,9 +288,7 @@ data_bench() {
 # memcheck over the fused crop kernel's CUDA tests (boxes clamped, several launches, HWC views).
 data_sanitizer() {
   local cs
-  cs="$(command -v compute-sanitizer || true)"
-  [ -z "$cs" ] && [ -n "${CUDA_HOME:-}" ] && [ -x "$CUDA_HOME/bin/compute-sanitizer" ] && cs="$CUDA_HOME/bin/compute-sanitizer"
-  if [ -z "$cs" ]; then echo "KEY: compute-sanitizer not found"; return 1; fi
+  cs="$(find_sanitizer)" || { echo "KEY: compute-sanitizer not found"; return 1; }
   PYTORCH_NO_CUDA_MEMORY_CACHING=1 "$cs" --tool memcheck --error-exitcode 99 --print-limit 20 \
     "$PY" -m pytest -q -p no:cacheprovider tests/data/test_crop_resize_op.py -m cuda || return 1
   echo "KEY: memcheck clean on the crop_resize_normalize CUDA tests"
@@ -325,9 +328,7 @@ optim_bench() {
 }
 optim_sanitizer() {
   local cs
-  cs="$(command -v compute-sanitizer || true)"
-  [ -z "$cs" ] && [ -n "${CUDA_HOME:-}" ] && [ -x "$CUDA_HOME/bin/compute-sanitizer" ] && cs="$CUDA_HOME/bin/compute-sanitizer"
-  if [ -z "$cs" ]; then echo "KEY: compute-sanitizer not found"; return 1; fi
+  cs="$(find_sanitizer)" || { echo "KEY: compute-sanitizer not found"; return 1; }
   PYTORCH_NO_CUDA_MEMORY_CACHING=1 "$cs" --tool memcheck --error-exitcode 99 --print-limit 20 \
     "$PY" -m pytest -q -p no:cacheprovider tests/optim/test_cuda.py \
     -k "launch_splitting or resnet50 or (graph_replay and fused) or ema_cuda" || return 1
@@ -338,7 +339,7 @@ optim_sanitizer() {
 # tight GPU_CHECK_BUDGET_S cuts the least important steps.
 
 export PY
-export -f build_extension exceptions_propagate compiler_report environment_info cuda_smoke run_pytest sanitizer_subset run_benchmarks train_bench speedrun
+export -f find_sanitizer build_extension exceptions_propagate compiler_report environment_info cuda_smoke run_pytest sanitizer_subset run_benchmarks train_bench speedrun
 export -f ddp_nccl_1gpu
 export -f data_bench data_sanitizer
 export -f optim_bench optim_sanitizer

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from typing import Iterator, List, Optional, Tuple
+from typing import List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -26,9 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from .bad_data import BadImageError
 from .crop_boxes import sample_box
-from .file_source import ImageFileSource
-from .prefetch import prefetch_to_device
-from .torchvision_loader import _PositionSampler
+from .torchvision_loader import DataLoaderImageSource, _PositionSampler
 
 JPEG_MAGIC = b"\xff\xd8"  # start of image
 JPEG_END = b"\xff\xd9"  # end of image
@@ -93,7 +91,7 @@ def decode_on_host(data: torch.Tensor, path: str) -> torch.Tensor:
     return torch.from_numpy(np.asarray(img)).permute(2, 0, 1).contiguous()
 
 
-class GPUJpegImageData(ImageFileSource):
+class GPUJpegImageData(DataLoaderImageSource):
     """Image files decoded by nvJPEG on the device and cropped by the fused kernel."""
 
     backend = "nvjpeg"
@@ -170,16 +168,3 @@ class GPUJpegImageData(ImageFileSource):
                                        self.std, dtype=self.dtype, channels_last=self.channels_last)
         return self.fill_batch(images, labels.to(self.device, non_blocking=True), wanted)
 
-    def close(self) -> None:
-        # Persistent workers otherwise live until garbage collection, which may run in a process
-        # forked later (another loader's worker) and trip DataLoader's "not a child" assertion.
-        iterator = getattr(self._loader, "_iterator", None)
-        if iterator is not None:
-            iterator._shutdown_workers()
-        self._loader = None
-
-    def _iterate(self, epoch: int, start_batch: int) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
-        if self._loader is None:
-            self._loader = self._make_loader()
-        self._iter_epoch, self._iter_start = epoch, start_batch
-        yield from prefetch_to_device(self._loader, self._prepare, self.device)

@@ -95,7 +95,28 @@ class _PositionSampler(Sampler):
         return max(0, len(s.rank_order(s._iter_epoch)) - s._iter_start * s.batch_size)
 
 
-class TorchvisionImageData(ImageFileSource):
+class DataLoaderImageSource(ImageFileSource):
+    """An image-file source fed by a torch DataLoader: subclasses give ``_make_loader`` and ``_prepare``
+    (host batch → device batch); iteration prefetches to the device on a side stream."""
+
+    _loader = None
+
+    def close(self) -> None:
+        # Persistent workers otherwise live until garbage collection, which may run in a process
+        # forked later (another loader's worker) and trip DataLoader's "not a child" assertion.
+        iterator = getattr(self._loader, "_iterator", None)
+        if iterator is not None:
+            iterator._shutdown_workers()
+        self._loader = None
+
+    def _iterate(self, epoch: int, start_batch: int) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
+        if self._loader is None:
+            self._loader = self._make_loader()
+        self._iter_epoch, self._iter_start = epoch, start_batch
+        yield from prefetch_to_device(self._loader, self._prepare, self.device)
+
+
+class TorchvisionImageData(DataLoaderImageSource):
     """Image files through a torch DataLoader of PIL workers (see the module docstring)."""
 
     backend = "torchvision"
@@ -127,16 +148,3 @@ class TorchvisionImageData(ImageFileSource):
         labels = labels.to(self.device, non_blocking=True)
         return self.fill_batch(images, labels, wanted)
 
-    def close(self) -> None:
-        # Persistent workers otherwise live until garbage collection, which may run in a process
-        # forked later (another loader's worker) and trip DataLoader's "not a child" assertion.
-        iterator = getattr(self._loader, "_iterator", None)
-        if iterator is not None:
-            iterator._shutdown_workers()
-        self._loader = None
-
-    def _iterate(self, epoch: int, start_batch: int) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
-        if self._loader is None:
-            self._loader = self._make_loader()
-        self._iter_epoch, self._iter_start = epoch, start_batch
-        yield from prefetch_to_device(self._loader, self._prepare, self.device)
