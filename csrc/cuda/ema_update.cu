@@ -8,12 +8,12 @@
 #include <torch/library.h>
 
 #include <map>
-#include <type_traits>
 #include <utility>
 
 #include "classy_fast/dispatch.h"
 #include "classy_fast/multi_tensor_apply.cuh"
 #include "classy_fast/optim_checks.h"
+#include "classy_fast/optim_cuda.h"
 #include "classy_fast/optim_math.h"
 
 namespace classy_fast {
@@ -67,24 +67,14 @@ void ema_update_cuda(at::TensorList ema_params, at::TensorList params, const std
   const std::vector<at::TensorList> table = {ema_params, params};
   for (const auto& kv : buckets) {
     const bool mixed = kv.first.first != kv.first.second;
-    CLASSY_FAST_DISPATCH_FLOAT_TYPES(kv.first.second, kOp, [&] {
-      auto run = [&](auto ema_tag) {
-        using E = decltype(ema_tag);
-        mta::for_each_launch<2>(table, kv.second, 0, [&](const Meta& meta) {
-          ema_update_kernel<E, scalar_t><<<meta.num_blocks, mta::kBlockSize, 0, stream>>>(meta, decay_ptr,
-                                                                                          decay_value);
-          C10_CUDA_KERNEL_LAUNCH_CHECK();
-        });
-      };
-      if constexpr (std::is_same_v<scalar_t, float>) {
-        run(float{});
-      } else {
-        if (mixed) {
-          run(float{});
-        } else {
-          run(scalar_t{});
-        }
-      }
+    optim_cuda::dispatch_param_and_state_types(kv.first.second, mixed, kOp, [&](auto param_tag, auto ema_tag) {
+      using scalar_t = decltype(param_tag);
+      using E = decltype(ema_tag);
+      mta::for_each_launch<2>(table, kv.second, 0, [&](const Meta& meta) {
+        ema_update_kernel<E, scalar_t><<<meta.num_blocks, mta::kBlockSize, 0, stream>>>(meta, decay_ptr,
+                                                                                        decay_value);
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+      });
     });
   }
 }

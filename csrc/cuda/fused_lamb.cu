@@ -17,7 +17,6 @@
 
 #include <map>
 #include <tuple>
-#include <type_traits>
 #include <utility>
 
 #include "classy_fast/dispatch.h"
@@ -185,23 +184,13 @@ std::tuple<at::Tensor, at::Tensor> fused_lamb_moments_cuda(
   int64_t offset = 0;
   for (const auto& kv : buckets) {
     const bool master = kv.first.second != kv.first.first;
-    CLASSY_FAST_DISPATCH_FLOAT_TYPES(kv.first.first, kOp, [&] {
-      auto run = [&](auto state_tag) {
-        using S = decltype(state_tag);
-        offset += mta::for_each_launch<kMomentDepth>(table, kv.second, offset, [&](const MomentMeta& meta) {
-          lamb_moments_kernel<scalar_t, S><<<meta.num_blocks, mta::kBlockSize, 0, stream>>>(meta, args);
-          C10_CUDA_KERNEL_LAUNCH_CHECK();
-        });
-      };
-      if constexpr (std::is_same_v<scalar_t, float>) {
-        run(float{});
-      } else {
-        if (master) {
-          run(float{});
-        } else {
-          run(scalar_t{});
-        }
-      }
+    optim_cuda::dispatch_param_and_state_types(kv.first.first, master, kOp, [&](auto param_tag, auto state_tag) {
+      using scalar_t = decltype(param_tag);
+      using S = decltype(state_tag);
+      offset += mta::for_each_launch<kMomentDepth>(table, kv.second, offset, [&](const MomentMeta& meta) {
+        lamb_moments_kernel<scalar_t, S><<<meta.num_blocks, mta::kBlockSize, 0, stream>>>(meta, args);
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+      });
     });
   }
   TORCH_CHECK(offset == total_chunks, kOp, ": internal error, chunk count mismatch");
@@ -292,23 +281,13 @@ void fused_lamb_apply_cuda(at::TensorList params, at::TensorList exp_avgs, at::T
   const std::vector<at::TensorList> table = {params, exp_avgs, exp_avg_sqs,
                                              rows.has_master ? master_params : at::TensorList(), steps};
   for (const auto& bucket : optim_checks::indices_by_dtype(params)) {
-    CLASSY_FAST_DISPATCH_FLOAT_TYPES(bucket.first, kOp, [&] {
-      auto run = [&](auto state_tag) {
-        using S = decltype(state_tag);
-        mta::for_each_launch<kApplyDepth>(table, bucket.second, 0, [&](const ApplyMeta& meta) {
-          lamb_apply_kernel<scalar_t, S><<<meta.num_blocks, mta::kBlockSize, 0, stream>>>(meta, args);
-          C10_CUDA_KERNEL_LAUNCH_CHECK();
-        });
-      };
-      if constexpr (std::is_same_v<scalar_t, float>) {
-        run(float{});
-      } else {
-        if (rows.has_master) {
-          run(float{});
-        } else {
-          run(scalar_t{});
-        }
-      }
+    optim_cuda::dispatch_param_and_state_types(bucket.first, rows.has_master, kOp, [&](auto param_tag, auto state_tag) {
+      using scalar_t = decltype(param_tag);
+      using S = decltype(state_tag);
+      mta::for_each_launch<kApplyDepth>(table, bucket.second, 0, [&](const ApplyMeta& meta) {
+        lamb_apply_kernel<scalar_t, S><<<meta.num_blocks, mta::kBlockSize, 0, stream>>>(meta, args);
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+      });
     });
   }
 }

@@ -8,11 +8,11 @@
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
-#include <type_traits>
 
 #include "classy_fast/dispatch.h"
 #include "classy_fast/multi_tensor_apply.cuh"
 #include "classy_fast/optim_checks.h"
+#include "classy_fast/optim_cuda.h"
 #include "classy_fast/optim_math.h"
 
 namespace classy_fast {
@@ -114,23 +114,13 @@ void fused_lars_cuda(at::TensorList params, at::TensorList grads, at::TensorList
   const std::vector<at::TensorList> table = {params, grads, momentum_buffers,
                                              rows.has_master ? master_params : at::TensorList()};
   for (const auto& bucket : optim_checks::indices_by_dtype(params)) {
-    CLASSY_FAST_DISPATCH_FLOAT_TYPES(bucket.first, kOp, [&] {
-      auto run = [&](auto state_tag) {
-        using S = decltype(state_tag);
-        mta::for_each_launch<kDepth>(table, bucket.second, 0, [&](const Meta& meta) {
-          fused_lars_kernel<scalar_t, S><<<meta.num_blocks, mta::kBlockSize, 0, stream>>>(meta, args);
-          C10_CUDA_KERNEL_LAUNCH_CHECK();
-        });
-      };
-      if constexpr (std::is_same_v<scalar_t, float>) {
-        run(float{});
-      } else {
-        if (rows.has_master) {
-          run(float{});
-        } else {
-          run(scalar_t{});
-        }
-      }
+    optim_cuda::dispatch_param_and_state_types(bucket.first, rows.has_master, kOp, [&](auto param_tag, auto state_tag) {
+      using scalar_t = decltype(param_tag);
+      using S = decltype(state_tag);
+      mta::for_each_launch<kDepth>(table, bucket.second, 0, [&](const Meta& meta) {
+        fused_lars_kernel<scalar_t, S><<<meta.num_blocks, mta::kBlockSize, 0, stream>>>(meta, args);
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+      });
     });
   }
 }

@@ -6,6 +6,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "classy_fast/dispatch.h"
+
 namespace classy_fast {
 namespace optim_cuda {
 
@@ -25,6 +27,21 @@ void segment_norms(const at::Tensor& partials, const std::vector<int64_t>& begin
 // gets [begin[i], end[i]). Returns the total number of chunks.
 int64_t chunk_ranges(at::TensorList tensors, const std::vector<std::vector<int>>& indices_in_order,
                      std::vector<int64_t>& begin, std::vector<int64_t>& end);
+
+// Calls fn(param_tag, state_tag): param_tag a value of the params' C++ type (float, BFloat16,
+// Half), state_tag one of the type optimizer state / master weights / EMA copies are kept in:
+// float when `fp32_state` (master weights, or an fp32 copy of low-precision params) or when the
+// params are float, else the params' own type. Each kernel is instantiated for exactly these pairs.
+template <typename Fn>
+void dispatch_param_and_state_types(c10::ScalarType param_dtype, bool fp32_state, const char* op, const Fn& fn) {
+  CLASSY_FAST_DISPATCH_FLOAT_TYPES(param_dtype, op, [&] {
+    if (fp32_state) {
+      fn(scalar_t{}, float{});
+    } else {
+      fn(scalar_t{}, scalar_t{});
+    }
+  });
+}
 
 }  // namespace optim_cuda
 }  // namespace classy_fast
