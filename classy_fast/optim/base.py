@@ -51,13 +51,21 @@ def _scalar_on(t: Optional[Tensor], device: torch.device) -> Optional[Tensor]:
 
 @dataclass
 class ParamBatch:
-    """Params of one group that have grads and share master-weight use: one op call."""
+    """Params of one group that have grads and share master-weight use: one op call.
+
+    Built once per step plan; ``grads`` is refilled every step (autograd hands out new grad
+    tensors when the grads were set to None)."""
 
     group: Dict[str, Any]
     params: List[Tensor] = field(default_factory=list)
     grads: List[Tensor] = field(default_factory=list)
     states: List[Dict[str, Any]] = field(default_factory=list)
     has_master: bool = False
+    # Position of each param in the optimizer's flat param list (where its grad is found).
+    flat_index: List[int] = field(default_factory=list)
+    # Positions in this batch of the params with 2+ dims, whose grads may come in another memory
+    # layout (channels_last); 0/1-dim dense tensors have one layout only.
+    layout_checked: List[int] = field(default_factory=list)
 
     def buffers(self, key: str) -> List[Tensor]:
         return [s[key] for s in self.states] if self.states and key in self.states[0] else []
@@ -75,6 +83,37 @@ class ParamBatch:
     def weights(self) -> List[Tensor]:
         """What the update reads as w: the master weights when there are any."""
         return self.masters if self.has_master else self.params
+
+    def take_grads(self, flat_grads: List[Tensor]) -> None:
+        grads = [flat_grads[i] for i in self.flat_index]
+        for j in self.layout_checked:
+            p, grad = self.params[j], grads[j]
+            if grad.stride() != p.stride():
+                # The kernels walk param, grad and state as flat arrays of one layout. Autograd may hand a
+                # channels_last param a contiguous grad (e.g. through an autocast cast): re-lay it out.
+                grads[j] = torch.empty_like(p, dtype=grad.dtype).copy_(grad)
+        self.grads = grads
+
+
+@dataclass
+class StepPlan:
+    """What a step does that only changes when a param gains or loses its grad, a group is added
+    or the state is replaced: the batches (with their state dicts) and the ops namespace. Building
+    it walks every param in Python; reusing it makes a step's host cost a few list comprehensions,
+    which is what lets the kernels, not Python, set the step time on a GPU."""
+
+    params: List[Tensor]
+    has_grad: List[bool]
+    batches: List[ParamBatch]
+    ops: Any
+    impl: str
+    state: Any
+    state_size: int
+
+    def valid_for(self, opt: "FusedOptimizer", params: List[Tensor], has_grad: List[bool]) -> bool:
+        return (self.has_grad == has_grad and self.impl == opt.impl and self.state is opt.state
+                and self.state_size == len(opt.state) and len(self.params) == len(params)
+                and all(a is b for a, b in zip(self.params, params)))
 
 
 class FusedOptimizer(torch.optim.Optimizer):
@@ -97,6 +136,7 @@ class FusedOptimizer(torch.optim.Optimizer):
         # Global L2 norm of the unscaled grads before clipping, as a device tensor for logging
         # (None until a step computed it: with max_grad_norm set, and always for LARS).
         self.last_grad_norm: Optional[Tensor] = None
+        self._plan: Optional[StepPlan] = None
         super().__init__(params, defaults)
         devices = {p.device for g in self.param_groups for p in g["params"]}
         if len(devices) > 1:
@@ -110,6 +150,7 @@ class FusedOptimizer(torch.optim.Optimizer):
         return ()
 
     def add_param_group(self, param_group: Dict[str, Any]) -> None:
+        self._plan = None
         super().add_param_group(param_group)
         group = self.param_groups[-1]
         device = group["params"][0].device if group["params"] else torch.device("cpu")
@@ -135,27 +176,46 @@ class FusedOptimizer(torch.optim.Optimizer):
             state["master_param"].copy_(p.detach())
         return state
 
-    def _batches(self) -> List[ParamBatch]:
+    def _build_plan(self, params: List[Tensor], grads: List[Optional[Tensor]], has_grad: List[bool]) -> StepPlan:
         batches: List[ParamBatch] = []
+        flat_at = 0
         for group in self.param_groups:
             by_master: Dict[bool, ParamBatch] = {}
             for p in group["params"]:
-                if p.grad is None:
+                i, flat_at = flat_at, flat_at + 1
+                grad = grads[i]
+                if grad is None:
                     continue
-                if p.grad.is_sparse:
+                if grad.is_sparse:
                     raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
                 master = self._uses_master(p)
-                batch = by_master.setdefault(master, ParamBatch(group, has_master=master))
+                batch = by_master.get(master)
+                if batch is None:
+                    batch = by_master[master] = ParamBatch(group, has_master=master)
+                if p.dim() >= 2:
+                    batch.layout_checked.append(len(batch.params))
                 batch.params.append(p)
-                grad = p.grad
-                if grad.numel() > 1 and grad.stride() != p.stride():
-                    # The kernels walk param, grad and state as flat arrays of one layout. Autograd may hand a
-                    # channels_last param a contiguous grad (e.g. through an autocast cast): re-lay it out.
-                    grad = torch.empty_like(p, dtype=grad.dtype).copy_(grad)
-                batch.grads.append(grad)
+                batch.flat_index.append(i)
                 batch.states.append(self._init_state(p, group))
             batches.extend(by_master[k] for k in sorted(by_master))
-        return batches
+        ops = None
+        if batches:
+            device = batches[0].params[0].device
+            dtypes = {p.dtype for b in batches for p in b.params}
+            ops = _backend.select(self.impl, device, dtypes, type(self).__name__)
+        return StepPlan(params, has_grad, batches, ops, self.impl, self.state, len(self.state))
+
+    def _step_plan(self) -> StepPlan:
+        """The cached plan with this step's grads filled in (rebuilt when it no longer fits)."""
+        params = [p for group in self.param_groups for p in group["params"]]
+        grads = [p.grad for p in params]
+        has_grad = [g is not None for g in grads]
+        plan = getattr(self, "_plan", None)  # absent on an optimizer unpickled by torch's __setstate__
+        if plan is None or not plan.valid_for(self, params, has_grad):
+            plan = self._plan = self._build_plan(params, grads, has_grad)
+        for b in plan.batches:
+            b.take_grads(grads)
+        return plan
 
     # ------------------------------------------------------------------ step
 
@@ -176,12 +236,11 @@ class FusedOptimizer(torch.optim.Optimizer):
             grad_scale = getattr(self, "grad_scale", None)
         if found_inf is None:
             found_inf = getattr(self, "found_inf", None)
-        batches = self._batches()
-        if not batches:
+        plan = self._step_plan()
+        if not plan.batches:
             return loss
-        device = batches[0].params[0].device
-        ops = _backend.select(self.impl, device, {p.dtype for b in batches for p in b.params}, type(self).__name__)
-        self._update(ops, batches, _scalar_on(grad_scale, device), _scalar_on(found_inf, device))
+        device = plan.batches[0].params[0].device
+        self._update(plan.ops, plan.batches, _scalar_on(grad_scale, device), _scalar_on(found_inf, device))
         return loss
 
     def _update(self, ops, batches: List[ParamBatch], grad_scale: Optional[Tensor],
@@ -208,6 +267,7 @@ class FusedOptimizer(torch.optim.Optimizer):
         state keeps its dtypes: fp32 moments and master weights of bf16/fp16 params stay fp32
         (torch would cast every state tensor to the param's dtype). States saved by torch.optim.SGD
         / AdamW load too."""
+        self._plan = None
         lr_tensors = [g["lr"] for g in self.param_groups]
         saved_groups = state_dict["param_groups"]
         super().load_state_dict({**state_dict, "state": {}})

@@ -1,0 +1,116 @@
+"""The cached step plan (classy_fast.optim.base.StepPlan): reused while it fits, rebuilt when a
+param gains or loses its grad, a group is added or the state is replaced, and never stale."""
+
+import copy
+
+import pytest
+import torch
+
+from classy_fast.optim import FusedAdamW, FusedSGD
+from tests.optim._helpers import IMPLS
+
+
+def _params(n=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.nn.Parameter(torch.randn(4, 5, generator=g)) for _ in range(n)]
+
+
+def _set_grads(params, seed, skip=()):
+    g = torch.Generator().manual_seed(seed)
+    for i, p in enumerate(params):
+        p.grad = None if i in skip else torch.randn(p.shape, generator=g)
+
+
+def _count_builds(opt, monkeypatch):
+    calls = []
+    build = opt._build_plan
+
+    def counting(*args):
+        calls.append(1)
+        return build(*args)
+
+    monkeypatch.setattr(opt, "_build_plan", counting)
+    return calls
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_plan_is_reused_across_steps_with_new_grad_tensors(impl, monkeypatch):
+    params = _params()
+    opt = FusedSGD(params, lr=0.1, momentum=0.9, impl=impl)
+    builds = _count_builds(opt, monkeypatch)
+    for step in range(4):
+        _set_grads(params, step)  # new grad tensors every step, like zero_grad(set_to_none=True)
+        opt.step()
+    assert len(builds) == 1
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_grad_appearing_and_disappearing_matches_torch(impl):
+    """Params without a grad are skipped that step, like torch.optim; the plan follows."""
+    ours, theirs = _params(), _params()
+    opt = FusedSGD(ours, lr=0.1, momentum=0.9, weight_decay=0.01, impl=impl)
+    ref = torch.optim.SGD(theirs, lr=0.1, momentum=0.9, weight_decay=0.01)
+    for step, skip in enumerate([(), (1,), (1,), (), (0, 2), ()]):
+        _set_grads(ours, step, skip)
+        _set_grads(theirs, step, skip)
+        opt.step()
+        ref.step()
+        for a, b in zip(ours, theirs):
+            torch.testing.assert_close(a.detach(), b.detach(), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_added_param_group_is_updated(impl):
+    params = _params()
+    opt = FusedAdamW(params[:2], lr=0.1, impl=impl)
+    _set_grads(params, 0)
+    opt.step()
+    before = params[2].detach().clone()
+    opt.add_param_group({"params": [params[2]], "lr": 0.2})
+    _set_grads(params, 1)
+    opt.step()
+    assert not torch.equal(params[2].detach(), before)
+    assert "exp_avg" in opt.state[params[2]]
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_replaced_state_is_used_not_the_cached_one(impl):
+    """load_state_dict swaps in new state tensors; the next step must update those."""
+    params = _params()
+    opt = FusedSGD(params, lr=0.1, momentum=0.9, impl=impl)
+    _set_grads(params, 0)
+    opt.step()
+    saved = copy.deepcopy(opt.state_dict())
+    _set_grads(params, 1)
+    opt.step()
+    opt.load_state_dict(saved)
+    buf = opt.state[params[0]]["momentum_buffer"]
+    before = buf.clone()
+    _set_grads(params, 2)
+    opt.step()
+    assert opt.state[params[0]]["momentum_buffer"] is buf
+    assert not torch.equal(buf, before)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_cleared_state_is_recreated(impl):
+    params = _params()
+    opt = FusedSGD(params, lr=0.1, momentum=0.9, impl=impl)
+    _set_grads(params, 0)
+    opt.step()
+    opt.state.clear()
+    _set_grads(params, 1)
+    opt.step()
+    # Step count 1 again: the momentum buffer is this step's grad (torch's first-step rule).
+    torch.testing.assert_close(opt.state[params[0]]["momentum_buffer"], params[0].grad)
+
+
+def test_changing_impl_rebuilds_the_plan(monkeypatch):
+    params = _params()
+    opt = FusedSGD(params, lr=0.1, impl="reference")
+    builds = _count_builds(opt, monkeypatch)
+    _set_grads(params, 0)
+    opt.step()
+    opt.impl = "auto"
+    opt.step()
+    assert len(builds) == 2
