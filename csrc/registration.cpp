@@ -1,8 +1,9 @@
 // The one TORCH_LIBRARY block of the classy_fast namespace: every op schema lives here.
 //
 // Kernels register per device elsewhere (TORCH_LIBRARY_IMPL(classy_fast, CPU|CUDA, m) in
-// csrc/*.cpp and csrc/cuda/*.cu); fake (meta) kernels and autograd formulas are registered
-// from Python (classy_fast/ops/). Going through the dispatcher, rather than pybind functions,
+// csrc/*.cpp and csrc/cuda/*.cu); fake (meta) kernels are registered from Python
+// (classy_fast/ops/), autograd formulas from Python too except the loss ops' (C++, for speed:
+// csrc/cross_entropy_loss.cpp). Going through the dispatcher, rather than pybind functions,
 // keeps the ops visible to torch.compile, CUDA graphs and torch.library.opcheck.
 //
 // A namespace may have only one TORCH_LIBRARY block per process, which is also why the
@@ -57,6 +58,27 @@ TORCH_LIBRARY(classy_fast, m) {
       "soft_cross_entropy_bwd_(Tensor grad_loss, Tensor(a!) logits, Tensor target, Tensor lse, "
       "float label_smoothing) -> ()",
       pt2);
+
+  // The losses users call (classy_fast.ops.cross_entropy / mixup_cross_entropy): the forward op
+  // above plus the 'none' | 'mean' | 'sum' reduction (reduction: 0 | 1 | 2, torch's enum), with
+  // their autograd formula in C++ (csrc/cross_entropy_loss.cpp) so that a loss step costs two
+  // launches forward and two backward and almost no Python. `count` is the number of rows the
+  // mean divides by (0-dim; shape [0] for 'none'); `lse` is what the backward needs.
+  m.def(
+      "cross_entropy_loss(Tensor logits, Tensor target, float label_smoothing, int ignore_index, "
+      "int reduction, bool inplace_backward) -> (Tensor loss, Tensor lse, Tensor count)",
+      pt2);
+  m.def(
+      "mixup_cross_entropy_loss(Tensor logits, Tensor target_a, Tensor target_b, Tensor lam, "
+      "float label_smoothing, int reduction, bool inplace_backward) -> (Tensor loss, Tensor lse, Tensor count)",
+      pt2);
+  m.def(
+      "soft_cross_entropy_loss(Tensor logits, Tensor target, float label_smoothing, int reduction, "
+      "bool inplace_backward) -> (Tensor loss, Tensor lse, Tensor count)",
+      pt2);
+  // Sum (mean=False) or mean of fp32 per-row losses over the rows whose target != ignore_index
+  // (all rows without a target), and that row count; both 0-dim fp32. One launch on CUDA.
+  m.def("reduce_loss_rows(Tensor row_loss, Tensor? target, int ignore_index, bool mean) -> (Tensor, Tensor)", pt2);
 
   // --- optimizer ops ---
   // classy_fast/optim (fused SGD/AdamW/LARS/LAMB) and classy_fast.ops.ema_update_; kernels in

@@ -6,8 +6,11 @@ logits themselves (``inplace_backward=True``, for when nothing else needs them a
 Label smoothing, ignore_index, soft targets and mixup are handled in-kernel without
 materialising a [B, C] target. Kernels: csrc/cross_entropy.cpp (CPU), csrc/cuda/cross_entropy.cu.
 
-This module registers the fake (shape) kernels and autograd formulas of the C++ ops and holds
-the public wrappers, which reduce the per-row loss ('mean' | 'sum' | 'none') with torch ops.
+The public wrappers make one dispatcher call each, to the loss ops (row kernel + reduction, with
+a C++ autograd formula: csrc/cross_entropy_loss.cpp), because at C = 1000 the host path is the
+step time. This module registers the fake (shape) kernels of every C++ op, and the Python
+autograd formulas of the per-row forward ops, which stay public for callers that reduce
+themselves.
 """
 
 from __future__ import annotations
@@ -55,6 +58,30 @@ def _register_fake_kernels() -> None:
     torch.library.register_fake("classy_fast::soft_cross_entropy_bwd")(lambda g, logits, *rest: grad_like(logits))
     for name in ("cross_entropy_bwd_", "mixup_cross_entropy_bwd_", "soft_cross_entropy_bwd_"):
         torch.library.register_fake(f"classy_fast::{name}")(lambda *args: None)
+
+    @torch.library.register_fake("classy_fast::reduce_loss_rows")
+    def _(row_loss, target, ignore_index, mean):
+        return row_loss.new_empty(()), row_loss.new_empty(())
+
+    def loss_outputs(logits, reduction, op):
+        _check_fake_logits(logits, op)
+        torch._check(reduction in (0, 1, 2), lambda: f"{op}: reduction must be 0, 1 or 2, got {reduction}")
+        rows, lse = _row_outputs(logits)
+        if reduction == 0:
+            return rows, lse, rows.new_empty(0)
+        return rows.new_empty(()), lse, rows.new_empty(())
+
+    @torch.library.register_fake("classy_fast::cross_entropy_loss")
+    def _(logits, target, label_smoothing, ignore_index, reduction, inplace_backward):
+        return loss_outputs(logits, reduction, "classy_fast::cross_entropy_loss")
+
+    @torch.library.register_fake("classy_fast::mixup_cross_entropy_loss")
+    def _(logits, target_a, target_b, lam, label_smoothing, reduction, inplace_backward):
+        return loss_outputs(logits, reduction, "classy_fast::mixup_cross_entropy_loss")
+
+    @torch.library.register_fake("classy_fast::soft_cross_entropy_loss")
+    def _(logits, target, label_smoothing, reduction, inplace_backward):
+        return loss_outputs(logits, reduction, "classy_fast::soft_cross_entropy_loss")
 
 
 # ---- autograd formulas: the backward ops, in place over the logits when asked and possible ----
@@ -172,14 +199,8 @@ def _check_common(reduction: str, label_smoothing: float, op: str) -> None:
         raise ValueError(f"classy_fast.ops.{op}: label_smoothing must be in [0, 1], got {label_smoothing}")
 
 
-def _reduce(loss: torch.Tensor, reduction: str, valid_rows=None) -> torch.Tensor:
-    if reduction == "none":
-        return loss
-    total = loss.sum()
-    if reduction == "sum":
-        return total
-    # mean over the rows that count, like F.cross_entropy (0/0 = nan for an empty batch)
-    return total / (valid_rows if valid_rows is not None else loss.shape[0])
+# torch's at::Reduction values, which the *_loss ops take.
+_REDUCTION_CODES = {"none": 0, "mean": 1, "sum": 2}
 
 
 def cross_entropy(
@@ -219,19 +240,19 @@ def cross_entropy(
         return cross_entropy_reference(
             logits, target, label_smoothing=label_smoothing, reduction=reduction, ignore_index=ignore_index
         )
+    # One dispatcher call: forward kernel, reduction and the C++ autograd formula
+    # (csrc/cross_entropy_loss.cpp); at C = 1000 the step time is this host path.
     ops = torch.ops.classy_fast
+    code = _REDUCTION_CODES[reduction]
     if target.is_floating_point():
         if target.dtype not in (torch.float32, logits.dtype):
             target = target.float()
-        loss, _ = ops.soft_cross_entropy_fwd(logits, target, float(label_smoothing), bool(inplace_backward))
-        return _reduce(loss, reduction)
+        return ops.soft_cross_entropy_loss(logits, target, float(label_smoothing), code, bool(inplace_backward))[0]
     if target.dtype != torch.int64:
         target = target.long()
-    loss, _ = ops.cross_entropy_fwd(
-        logits, target, float(label_smoothing), int(ignore_index), bool(inplace_backward)
-    )
-    valid = (target != ignore_index).sum() if reduction == "mean" else None
-    return _reduce(loss, reduction, valid)
+    return ops.cross_entropy_loss(
+        logits, target, float(label_smoothing), int(ignore_index), code, bool(inplace_backward)
+    )[0]
 
 
 def mixup_cross_entropy(
@@ -262,7 +283,7 @@ def mixup_cross_entropy(
     else:
         # A fill kernel, not a host->device copy (which would synchronise the stream).
         lam_t = torch.full((), float(lam), dtype=torch.float32, device=logits.device)
-    loss, _ = torch.ops.classy_fast.mixup_cross_entropy_fwd(
-        logits, target_a.long(), target_b.long(), lam_t, float(label_smoothing), bool(inplace_backward)
-    )
-    return _reduce(loss, reduction)
+    return torch.ops.classy_fast.mixup_cross_entropy_loss(
+        logits, target_a.long(), target_b.long(), lam_t, float(label_smoothing), _REDUCTION_CODES[reduction],
+        bool(inplace_backward),
+    )[0]

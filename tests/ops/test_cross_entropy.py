@@ -450,6 +450,17 @@ def _opcheck_samples(device):
         (ops.cross_entropy_bwd_, (g, x.detach().clone(), t, lse, 0.1, -100)),
         (ops.mixup_cross_entropy_bwd_, (g, x.detach().clone(), ta, tb, lam, lse, 0.1)),
         (ops.soft_cross_entropy_bwd_, (g, x.detach().clone(), soft, lse, 0.1)),
+        (ops.reduce_loss_rows, (g, t, -100, True)),
+        (ops.reduce_loss_rows, (g, None, -100, False)),
+    ] + [
+        # The losses users call, with their C++ autograd (lam differentiable too), per reduction.
+        sample
+        for reduction in (0, 1, 2)
+        for sample in (
+            (ops.cross_entropy_loss, (x, t, 0.1, -100, reduction, False)),
+            (ops.mixup_cross_entropy_loss, (x, ta, tb, lam.clone().requires_grad_(), 0.1, reduction, False)),
+            (ops.soft_cross_entropy_loss, (x, soft, 0.1, reduction, False)),
+        )
     ]
 
 
@@ -458,6 +469,43 @@ def test_opcheck(device):
     _skip_unless_fused(device)
     for op, args in _opcheck_samples(device):
         torch.library.opcheck(op, args)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+def test_inference_mode_and_no_grad_give_the_same_loss(device, reduction):
+    """Inference mode skips the ops' autograd kernel (the forward kernel runs directly); no_grad
+    goes through it without recording. Both must give what the autograd path gives."""
+    _skip_unless_fused(device)
+    x = _logits(9, 13, torch.float32, device)
+    t = _labels(9, 13, device, ignore_every=4)
+    ta, tb = _labels(9, 13, device, seed=2), _labels(9, 13, device, seed=3)
+    soft = torch.softmax(torch.randn(9, 13), 1).to(device)
+
+    def losses(inp):
+        return [
+            cross_entropy(inp, t, label_smoothing=0.1, reduction=reduction, impl="fused"),
+            mixup_cross_entropy(inp, ta, tb, 0.4, label_smoothing=0.1, reduction=reduction, impl="fused"),
+            cross_entropy(inp, soft, reduction=reduction, impl="fused"),
+        ]
+
+    with_grad = losses(x)
+    assert all(v.requires_grad for v in with_grad)
+    with torch.inference_mode():
+        inference = losses(x.detach())
+    with torch.no_grad():
+        no_grad = losses(x)
+    for a, b, c in zip(with_grad, inference, no_grad):
+        assert not b.requires_grad and not c.requires_grad
+        torch.testing.assert_close(b, a.detach(), rtol=0, atol=0)
+        torch.testing.assert_close(c, a.detach(), rtol=0, atol=0)
+
+
+def test_loss_op_rejects_an_unknown_reduction_code():
+    _skip_unless_fused("cpu")
+    x, t = _logits(3, 4, torch.float32, "cpu"), _labels(3, 4, "cpu")
+    with pytest.raises(RuntimeError, match="reduction must be 0 \\(none\\), 1 \\(mean\\) or 2 \\(sum\\), got 5"):
+        torch.ops.classy_fast.cross_entropy_loss(x, t, 0.0, -100, 5, False)
 
 
 def _train_step_losses(x, t, ta, tb, lam, soft):

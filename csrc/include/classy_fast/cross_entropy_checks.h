@@ -5,6 +5,8 @@
 #include <ATen/core/Tensor.h>
 #include <c10/util/Exception.h>
 
+#include <optional>
+
 #include "classy_fast/dispatch.h"
 
 namespace classy_fast::ce {
@@ -68,6 +70,21 @@ inline at::Tensor with_unit_column_stride(const at::Tensor& t) {
 inline void check_inplace_logits(const at::Tensor& logits, const char* op) {
   TORCH_CHECK(logits.is_contiguous(), op, ": in-place backward needs contiguous logits, got strides ",
               logits.strides());
+}
+
+// reduce_loss_rows: per-row fp32 losses and, optionally, the index targets that say which rows
+// count (those != ignore_index).
+inline void check_loss_rows(const at::Tensor& row_loss, const std::optional<at::Tensor>& target, const char* op) {
+  TORCH_CHECK(row_loss.dim() == 1, op, ": row_loss must be 1-D, got shape ", row_loss.sizes());
+  TORCH_CHECK(row_loss.scalar_type() == at::kFloat, op, ": row_loss must be float32, got ",
+              row_loss.scalar_type());
+  if (target.has_value() && target->defined()) {
+    TORCH_CHECK(target->scalar_type() == at::kLong, op, ": target must be int64, got ", target->scalar_type());
+    TORCH_CHECK(target->dim() == 1 && target->size(0) == row_loss.size(0), op, ": target must have shape [",
+                row_loss.size(0), "], got ", target->sizes());
+    TORCH_CHECK(target->device() == row_loss.device(), op, ": target is on ", target->device(),
+                " but row_loss is on ", row_loss.device());
+  }
 }
 
 // Host-side label check, used where the labels already live in host memory (CPU tensors):
