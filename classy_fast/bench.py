@@ -7,7 +7,11 @@ In one process, on one device, one after another, on the same device-resident sy
    plain Python loop;
 2. ``eager``: classy_fast's task step (fused loss and optimizer where built, device meters, device lr);
 3. ``graphs``: the same with the whole step captured as a CUDA graph (CUDA only);
-4. ``compile`` (with ``--compile``): the task step with ``torch.compile`` on the model.
+4. ``compile`` (with ``--compile``): the task step with the forward and loss compiled as one
+   ``torch.compile`` graph (the trainer's ``compile: true``; inductor fuses BatchNorm, ReLU and the
+   residual adds, forward and backward, which is where a conv net's non-conv time goes);
+5. ``compile_graphs`` (with ``--compile``, CUDA only): both: the compiled forward/backward inside
+   the whole-step CUDA graph.
 
 Each mode runs ``--warmup`` steps, then ``--windows`` windows of ``--steps`` steps timed with CUDA
 events (host clock on CPU); the figure is the median window's images/s, and the ratio is to the
@@ -24,7 +28,7 @@ import logging
 import statistics
 import sys
 import time
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -38,11 +42,17 @@ def make_batches(n: int, batch_size: int, channels: int, size: int, num_classes:
              torch.randint(0, num_classes, (batch_size,), generator=g).to(device)) for _ in range(n)]
 
 
-def time_mode(step: Callable, batches, warmup: int, steps: int, windows: int, device: torch.device) -> List[float]:
-    """Images/s of each timed window (after warm-up)."""
+def time_mode(step: Callable, batches, warmup: int, steps: int, windows: int,
+              device: torch.device) -> Tuple[List[float], float]:
+    """Images/s of each timed window, and the seconds the warm-up took (compilation and graph
+    capture happen there: one-time costs, reported apart from the throughput)."""
     bs = batches[0][0].shape[0]
+    t0 = time.perf_counter()
     for i in range(warmup):
         step(*batches[i % len(batches)])
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    warmup_s = time.perf_counter() - t0
     rates = []
     for _ in range(windows):
         if device.type == "cuda":
@@ -59,7 +69,7 @@ def time_mode(step: Callable, batches, warmup: int, steps: int, windows: int, de
                 step(*batches[i % len(batches)])
             seconds = time.perf_counter() - t0
         rates.append(steps * bs / seconds)
-    return rates
+    return rates, warmup_s
 
 
 def baseline_step(args, device: torch.device, num_classes: int) -> Callable:
@@ -92,11 +102,13 @@ def baseline_step(args, device: torch.device, num_classes: int) -> Callable:
 
 
 def classy_task(args, device: torch.device, num_classes: int, cuda_graphs: bool, compile_model: bool):
+    """The task a `python -m classy_fast.train` run with these settings would build."""
     from .config import config_from_dict
     from .task import ClassificationTask
 
     cfg = config_from_dict({
         "device": device.type, "amp": args.amp, "channels_last": args.channels_last, "cuda_graphs": cuda_graphs,
+        "compile": compile_model,
         "epochs": 1000,  # the lr schedule only needs a long horizon here
         "model": {"name": args.model},
         "data": {"name": "synthetic", "image_size": args.image_size, "num_classes": num_classes, "channels": 3,
@@ -108,8 +120,6 @@ def classy_task(args, device: torch.device, num_classes: int, cuda_graphs: bool,
                   "checkpoint": {"enabled": False}},
     }, "bench")
     task = ClassificationTask(cfg)
-    if compile_model:
-        task.model = torch.compile(task.model)
     task.phase = task.phases[0]
     task.model.train()
     return task
@@ -119,7 +129,9 @@ def run(args) -> Dict:
     device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    modes = ["baseline", "eager"] + (["graphs"] if device.type == "cuda" else []) + (["compile"] if args.compile else [])
+    cuda = device.type == "cuda"
+    modes = (["baseline", "eager"] + (["graphs"] if cuda else []) + (["compile"] if args.compile else [])
+             + (["compile_graphs"] if args.compile and cuda else []))
     if args.modes:
         modes = [m for m in args.modes.split(",") if m]
     batches = make_batches(args.distinct_batches, args.batch_size, 3, args.image_size, args.num_classes, device)
@@ -131,10 +143,11 @@ def run(args) -> Dict:
         if mode == "baseline":
             step = baseline_step(args, device, args.num_classes)
         else:
-            task = classy_task(args, device, args.num_classes, cuda_graphs=mode == "graphs", compile_model=mode == "compile")
+            task = classy_task(args, device, args.num_classes, cuda_graphs=mode in ("graphs", "compile_graphs"),
+                               compile_model=mode in ("compile", "compile_graphs"))
             step = task._train_step
-        rates = time_mode(step, batches, args.warmup, args.steps, args.windows, device)
-        results[mode] = {"images_per_sec": statistics.median(rates), "windows": rates}
+        rates, warmup_s = time_mode(step, batches, args.warmup, args.steps, args.windows, device)
+        results[mode] = {"images_per_sec": statistics.median(rates), "windows": rates, "warmup_s": warmup_s}
         step = task = None
         gc.collect()
         if device.type == "cuda":
@@ -154,10 +167,10 @@ def print_table(record: Dict) -> None:
     cfg = record["config"]
     print(f"# {cfg['model']} bs={cfg['batch_size']} {cfg['image_size']}px amp={cfg['amp']} "
           f"channels_last={cfg['channels_last']} on {record['device']} (torch {record['torch']})")
-    print(f"{'mode':<10} {'img/s':>10} {'vs baseline':>12}")
+    print(f"{'mode':<15} {'img/s':>10} {'vs baseline':>12} {'warm-up s':>10}")
     for mode, r in record["results"].items():
         ratio = f"{r['ratio_to_baseline']:.2f}x" if r["ratio_to_baseline"] else "-"
-        print(f"{mode:<10} {r['images_per_sec']:>10.1f} {ratio:>12}")
+        print(f"{mode:<15} {r['images_per_sec']:>10.1f} {ratio:>12} {r['warmup_s']:>10.1f}")
 
 
 def main(argv=None) -> int:
@@ -175,7 +188,7 @@ def main(argv=None) -> int:
     p.add_argument("--distinct-batches", type=int, default=4)
     p.add_argument("--device", default="auto")
     p.add_argument("--compile", action="store_true", help="also time the task step with torch.compile")
-    p.add_argument("--modes", default="", help="comma list to run a subset: baseline,eager,graphs,compile")
+    p.add_argument("--modes", default="", help="comma list to run a subset: baseline,eager,graphs,compile,compile_graphs")
     p.add_argument("--json", help="write the record to this file")
     args = p.parse_args(argv)
     record = run(args)

@@ -16,3 +16,15 @@ def test_bench_cpu_smoke(tmp_path, capsys):
         assert r["images_per_sec"] > 0 and len(r["windows"]) == 2
     assert record["results"]["baseline"]["ratio_to_baseline"] == 1.0
     assert "vs baseline" in capsys.readouterr().out
+
+
+def test_bench_cpu_compile_mode_reports_its_warmup(tmp_path):
+    """--compile adds the compiled task step; its warm-up (where compilation happens) is reported apart."""
+    out = tmp_path / "bench.json"
+    assert main(["--model", "small_resnet", "--image-size", "16", "--batch-size", "8", "--num-classes", "5",
+                 "--amp", "none", "--steps", "2", "--windows", "1", "--warmup", "1", "--device", "cpu",
+                 "--compile", "--modes", "baseline,compile", "--json", str(out)]) == 0
+    results = json.loads(out.read_text())["results"]
+    assert set(results) == {"baseline", "compile"}
+    assert results["compile"]["images_per_sec"] > 0
+    assert results["compile"]["warmup_s"] > results["baseline"]["warmup_s"]
