@@ -68,6 +68,24 @@ def test_graphed_and_eager_training_match(tmp_path, amp, channels_last, lr_chang
 
 
 @pytest.mark.cuda
+def test_compiled_forward_inside_the_graph_matches_compiled_eager(tmp_path):
+    """compile: true with cuda_graphs: true (bench mode compile_graphs): the inductor-compiled
+    forward/backward captured in the whole-step graph trains like the same compiled step eagerly."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    torch._dynamo.reset()
+    d = dict(device="cuda", amp="bf16", seed=11, channels_last=True, compile=True)
+    eager = make_task(tmp_path, "ce", **d)
+    graphed = make_task(tmp_path, "cg", **d)
+    batches = list(eager.train_data)
+    w_eager, loss_eager = run_steps(eager, batches, graphed=False)
+    w_graph, loss_graph = run_steps(graphed, batches, graphed=True)
+    for k in w_eager:
+        torch.testing.assert_close(w_graph[k], w_eager[k], rtol=2e-2, atol=2e-2, msg=k)
+    assert loss_graph == pytest.approx(loss_eager, rel=2e-2)
+
+
+@pytest.mark.cuda
 def test_capture_under_ddp_world_size_1(tmp_path):
     """DDP (NCCL, one process) built before the task: the graph waits 11 eager steps, then replays."""
     if not torch.cuda.is_available():
