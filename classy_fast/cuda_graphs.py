@@ -13,13 +13,16 @@ come from a generator registered with the graph.
 
 When a run cannot be captured (CPU, an fp16 GradScaler with an optimizer that would sync, dynamic
 shapes) ``unsupported_reason`` says why and the task trains eagerly.
+
+Eval is graphed separately (``GraphedEvalStep``): forward + loss + meter updates, one graph per
+batch shape (the last test batch is usually smaller), captured the second time a shape comes.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Optional
+from typing import Any, Dict, Optional, Tuple
 
 import torch
 
@@ -43,6 +46,10 @@ def unsupported_reason(task) -> Optional[str]:
         return "train batches must have static shapes: set data.drop_last=true"
     if task.accumulation.steps > 1:
         return "gradient accumulation alternates two different steps (accumulate / update)"
+    return _own_graphs_reason(task)
+
+
+def _own_graphs_reason(task) -> Optional[str]:
     if task.cfg.compile and task.cfg.compile_mode in ("reduce-overhead", "max-autotune"):
         return f"torch.compile mode '{task.cfg.compile_mode}' records CUDA graphs of its own"
     return None
@@ -121,6 +128,78 @@ class GraphedTrainStep:
         self.graph = graph
         self.capture_seconds = time.perf_counter() - t0
         log.info("captured the train step as a CUDA graph after %d eager warm-up steps", self.eager_steps)
+
+
+def _shape_key(value: Any) -> Tuple:
+    if torch.is_tensor(value):
+        return (tuple(value.shape), value.dtype)
+    return tuple(_shape_key(v) for v in value)
+
+
+class GraphedEvalStep:
+    """A drop-in for ``task.eval_step``: one CUDA graph of ``task.device_eval_step`` per batch shape.
+
+    A shape's first batch runs eagerly (cuDNN autotuning and lazy initialisation cannot happen
+    during capture), its second is captured and every later one replays. The graphs read the
+    model's parameters and BatchNorm buffers where they live, which training updates in place, so
+    a graph captured in one eval phase stays valid in the next. All eval graphs share one memory
+    pool: they never run at the same time and keep nothing in it between replays (the meters'
+    accumulators live outside).
+    """
+
+    def __init__(self, task):
+        self.task = task
+        self.graphs: Dict[Tuple, Tuple[torch.cuda.CUDAGraph, Any]] = {}
+        self.eager_shapes: set = set()
+        self.pool = None
+        self.capture_seconds = 0.0  # one-time cost, reported apart from training time
+        self.side_stream = torch.cuda.Stream(device=task.device)
+
+    def __call__(self, images: torch.Tensor, target: Any) -> None:
+        task = self.task
+        images = images.to(task.device, non_blocking=True)
+        target = to_device(target, task.device)
+        key = _shape_key((images, target))
+        entry = self.graphs.get(key)
+        if entry is not None:
+            graph, static_inputs = entry
+            _copy_into(static_inputs, (images, target))
+            graph.replay()
+        elif key not in self.eager_shapes:
+            self._eager_on_side_stream(images, target)
+            self.eager_shapes.add(key)
+        else:
+            self._capture(key, images, target).replay()
+        task.throughput.update(images.shape[0])
+
+    def _eager_on_side_stream(self, images: torch.Tensor, target: Any) -> None:
+        current = torch.cuda.current_stream(self.task.device)
+        self.side_stream.wait_stream(current)
+        with torch.cuda.stream(self.side_stream):
+            self.task.device_eval_step(images, target)
+        current.wait_stream(self.side_stream)
+
+    def _capture(self, key: Tuple, images: torch.Tensor, target: Any) -> torch.cuda.CUDAGraph:
+        """Record the eval step for this shape; the caller's replay performs this batch."""
+        static_inputs = _static_copy((images, target))
+        torch.cuda.synchronize(self.task.device)
+        t0 = time.perf_counter()
+        if self.pool is None:
+            self.pool = torch.cuda.graph_pool_handle()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self.pool):
+            self.task.device_eval_step(*static_inputs)
+        self.graphs[key] = (graph, static_inputs)
+        self.capture_seconds += time.perf_counter() - t0
+        log.info("captured the eval step for batch shape %s as a CUDA graph", tuple(images.shape))
+        return graph
+
+
+def build_eval_step(task):
+    """The callable the task uses for eval steps: graphed with --cuda-graphs on a CUDA device, else eager."""
+    if not task.cfg.cuda_graphs or task.device.type != "cuda" or _own_graphs_reason(task) is not None:
+        return task.eval_step  # build_train_step has logged why, where it applies
+    return GraphedEvalStep(task)
 
 
 def _is_ddp(model: torch.nn.Module) -> bool:

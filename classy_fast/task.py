@@ -27,7 +27,7 @@ from .accumulation import GradientAccumulation, accumulation_steps
 from .amp import Precision
 from .checkpoint import CHECKPOINT_FORMAT, rng_state, set_rng_state
 from .config import TrainConfig, config_to_dict, save_config
-from .cuda_graphs import build_train_step
+from .cuda_graphs import build_eval_step, build_train_step
 from .data import build_data
 from .device import resolve_device, to_device
 from .finetune import finetune_param_groups, prepare_finetune, set_train_mode
@@ -108,6 +108,7 @@ class ClassificationTask:
         self.throughput = ThroughputMeter()
         self.hooks = build_hooks(cfg) if hooks is None else hooks
         self._train_step = build_train_step(self)  # eager, or a CUDA-graph replay of device_train_step
+        self._eval_step = build_eval_step(self)  # eager, or CUDA-graph replays of device_eval_step
 
         # Progress. ``phase_index`` is the phase to run next (or running); the counters are host ints
         # except ``_step_tensor``, the device-side copy of the global step used to locate a bad loss.
@@ -193,13 +194,17 @@ class ClassificationTask:
         self.lr.set_for_update(self.num_updates)
         self.throughput.update(batch_size)
 
-    @torch.inference_mode()
     def eval_step(self, images: torch.Tensor, target: Any) -> None:
         images = images.to(self.device, non_blocking=True)
         target = to_device(target, self.device)
+        self.device_eval_step(images, target)
+        self.throughput.update(images.shape[0])
+
+    @torch.inference_mode()
+    def device_eval_step(self, images: torch.Tensor, target: Any) -> None:
+        """Forward, loss and meter updates on the device: capturable (``GraphedEvalStep``)."""
         logits, loss = self.forward_loss(self.model, images, target)
         self._update_meters(logits, target, loss)
-        self.throughput.update(images.shape[0])
 
     def _update_meters(self, logits: torch.Tensor, target: Any, loss: torch.Tensor) -> None:
         logits = logits.detach().float()
@@ -246,7 +251,7 @@ class ClassificationTask:
         if not train:
             self.parallel.before_eval(self.model)  # every rank evaluates rank 0's BN statistics
         self._call("on_phase_start")
-        step = self._train_step if train else self.eval_step
+        step = self._train_step if train else self._eval_step
         log_interval = self.cfg.hooks.log_interval
         batches = itertools.islice(iter(data), self.phase_length - self.step_in_phase)
         while True:

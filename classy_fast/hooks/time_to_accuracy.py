@@ -29,7 +29,7 @@ class TimeToAccuracyHook(ClassyHook):
         self.start = time.perf_counter()
 
     def one_time_seconds(self, task) -> float:
-        return float(getattr(task._train_step, "capture_seconds", 0.0))
+        return sum(float(getattr(step, "capture_seconds", 0.0)) for step in (task._train_step, task._eval_step))
 
     def on_phase_end(self, task) -> None:
         m = task.last_phase_metrics

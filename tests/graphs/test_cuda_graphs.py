@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from classy_fast.config import config_from_dict
-from classy_fast.cuda_graphs import GraphedTrainStep, unsupported_reason
+from classy_fast.cuda_graphs import GraphedEvalStep, GraphedTrainStep, unsupported_reason
 from classy_fast.task import ClassificationTask
 
 from ..conftest import tiny_config_dict
@@ -25,6 +25,11 @@ def test_cpu_run_says_why_and_trains_eagerly(tmp_path, caplog):
     assert not isinstance(task._train_step, GraphedTrainStep)
     result = task.run()
     assert result["phase_type"] == "test" and 0.0 <= result["top1"] <= 1.0
+
+
+def test_cpu_eval_is_eager(tmp_path):
+    task = make_task(tmp_path, "cpu_eval", cuda_graphs=True)
+    assert not isinstance(task._eval_step, GraphedEvalStep)
 
 
 def test_reason_for_dynamic_shapes(tmp_path):
@@ -107,3 +112,26 @@ def test_capture_under_ddp_world_size_1(tmp_path):
         assert step.captured and task.num_updates == 18 and result["loss"] == result["loss"]  # finite
     finally:
         distributed.shutdown()
+
+
+@pytest.mark.cuda
+def test_graphed_eval_matches_eager_eval(tmp_path):
+    """One eval graph per batch shape (40 test images in batches of 16: 16, 16, 8), reused across
+    eval phases while training changes the weights in place; the metrics equal an eager eval."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    task = make_task(tmp_path, "eval", device="cuda", amp="bf16", seed=5, cuda_graphs=True, epochs=3)
+    assert isinstance(task._eval_step, GraphedEvalStep)
+    task.run()
+    graphed = task.last_phase_metrics
+    assert set(task._eval_step.graphs) and len(task._eval_step.graphs) == 2
+    for meter in (*task.meters, task.loss_meter, task.throughput):
+        meter.reset()
+    task.model.eval()
+    for images, target in task.test_data:
+        task.eval_step(images, target)
+    for meter in (*task.meters, task.loss_meter):
+        meter.sync()
+    eager = task.metrics()
+    assert graphed["top1"] == pytest.approx(eager["top1"], abs=1e-6)
+    assert graphed["loss"] == pytest.approx(eager["loss"], rel=1e-4)
