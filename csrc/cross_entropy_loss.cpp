@@ -18,6 +18,7 @@
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/library.h>
 
+#include <limits>
 #include <tuple>
 
 namespace classy_fast {
@@ -51,25 +52,58 @@ std::tuple<Tensor, Tensor> reduce_rows(const Tensor& rows, const std::optional<T
 }
 
 // The gradient per row the backward kernels take: d loss / d row_loss (stride 0 when reduced).
-Tensor row_grad(const Tensor& grad_loss, const Tensor& count, int64_t reduction, int64_t rows) {
-  if (!grad_loss.defined()) return {};
+// The batch size stays symbolic so torch.compile's traced backward does not specialise on it.
+Tensor row_grad(const Tensor& grad_loss, const Tensor& count, int64_t reduction, const Tensor& logits) {
   Tensor g = grad_loss.to(at::kFloat);
   if (reduction == kNone) return g;
   if (reduction == kMean) g = g.div(count);
-  return g.expand({rows});
+  return g.expand_symint({logits.sym_size(0)});
 }
 
-// In place over the logits when asked and possible; bumps their version counter so any other
-// autograd node that saved these logits fails loudly instead of reading our gradient.
+// What every backward below shares. The kernels' gradient is not differentiable again, so it is
+// computed without recording (a create_graph=True caller then gets torch's "does not require
+// grad" error when differentiating it, not a silently wrong second derivative), and the in-place
+// path, which hands back the logits tensor itself, is taken only when no graph is being built.
+// Never in place over a leaf (a user's tensor, not an activation) either.
+struct BackwardContext {
+  Tensor g;  // undefined: no gradient flows to the loss, or none is needed for the logits
+  bool inplace;
+};
+
+BackwardContext backward_context(AutogradContext* ctx, const variable_list& grads, const Tensor& logits,
+                                 const Tensor& count, bool logits_need_grad) {
+  if (!grads[0].defined() || !logits_need_grad) return {Tensor(), false};
+  const bool create_graph = at::GradMode::is_enabled();
+  const bool inplace = ctx->saved_data["inplace_backward"].toBool() && !create_graph && logits.is_contiguous() &&
+                       !logits.is_leaf();
+  return {row_grad(grads[0], count, ctx->saved_data["reduction"].toInt(), logits), inplace};
+}
+
+// In place over the logits when allowed; bumps their version counter so any other autograd node
+// that saved these logits fails loudly instead of reading our gradient.
 template <typename OutOfPlace, typename InPlace>
-Tensor logits_grad(const Tensor& logits, bool inplace_backward, const OutOfPlace& out_of_place,
-                   const InPlace& in_place) {
-  if (inplace_backward && logits.is_contiguous()) {
+Tensor logits_grad(const Tensor& logits, bool inplace, const OutOfPlace& out_of_place, const InPlace& in_place) {
+  at::NoGradGuard no_grad;
+  if (inplace) {
     in_place();
     torch::autograd::impl::bump_version(logits);
     return logits;
   }
   return out_of_place();
+}
+
+// lse and count come out of the op but not out of the autograd Function: marking outputs
+// non-differentiable breaks compiled autograd, and their (always zero) gradients would cost two
+// fill launches per backward. The Function's forward hands them back through this struct.
+struct Extras {
+  Tensor lse, count;
+};
+
+void save_common(AutogradContext* ctx, int64_t reduction, bool inplace_backward, double label_smoothing) {
+  ctx->set_materialize_grads(false);
+  ctx->saved_data["label_smoothing"] = label_smoothing;
+  ctx->saved_data["reduction"] = reduction;
+  ctx->saved_data["inplace_backward"] = inplace_backward;
 }
 
 // ------------------------------------------------------------------------------ index targets
@@ -85,47 +119,45 @@ LossOutputs cross_entropy_loss(const Tensor& logits, const Tensor& target, doubl
 }
 
 struct CrossEntropyLoss : public torch::autograd::Function<CrossEntropyLoss> {
-  static variable_list forward(AutogradContext* ctx, const Tensor& logits, const Tensor& target,
-                               double label_smoothing, int64_t ignore_index, int64_t reduction,
-                               bool inplace_backward) {
+  static Tensor forward(AutogradContext* ctx, const Tensor& logits, const Tensor& target, double label_smoothing,
+                        int64_t ignore_index, int64_t reduction, bool inplace_backward, Extras* extras) {
     static const auto op = op_handle<LossOutputs(const Tensor&, const Tensor&, double, int64_t, int64_t, bool)>(
         "classy_fast::cross_entropy_loss");
     at::AutoDispatchBelowADInplaceOrView below_autograd;
     auto [loss, lse, count] = op.call(logits, target, label_smoothing, ignore_index, reduction, inplace_backward);
     ctx->save_for_backward({logits, target, lse, count});
-    ctx->saved_data["label_smoothing"] = label_smoothing;
+    save_common(ctx, reduction, inplace_backward, label_smoothing);
     ctx->saved_data["ignore_index"] = ignore_index;
-    ctx->saved_data["reduction"] = reduction;
-    ctx->saved_data["inplace_backward"] = inplace_backward;
-    ctx->mark_non_differentiable({lse, count});
-    return {loss, lse, count};
+    *extras = {lse, count};
+    return loss;
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const variable_list saved = ctx->get_saved_variables();
     const Tensor &logits = saved[0], &target = saved[1], &lse = saved[2], &count = saved[3];
+    const BackwardContext b = backward_context(ctx, grads, logits, count, ctx->needs_input_grad(0));
+    if (!b.g.defined()) return variable_list(7);
     const double eps = ctx->saved_data["label_smoothing"].toDouble();
     const int64_t ignore_index = ctx->saved_data["ignore_index"].toInt();
-    const Tensor g = row_grad(grads[0], count, ctx->saved_data["reduction"].toInt(), logits.size(0));
-    if (!g.defined()) return {Tensor(), Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};
     static const auto bwd =
         op_handle<Tensor(const Tensor&, const Tensor&, const Tensor&, const Tensor&, double, int64_t)>(
             "classy_fast::cross_entropy_bwd");
     static const auto bwd_ = op_handle<void(const Tensor&, const Tensor&, const Tensor&, const Tensor&, double,
                                             int64_t)>("classy_fast::cross_entropy_bwd_");
-    const Tensor grad = logits_grad(
-        logits, ctx->saved_data["inplace_backward"].toBool(),
-        [&] { return bwd.call(g, logits, target, lse, eps, ignore_index); },
-        [&] { bwd_.call(g, logits, target, lse, eps, ignore_index); });
-    return {grad, Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};
+    variable_list out(7);
+    out[0] = logits_grad(
+        logits, b.inplace, [&] { return bwd.call(b.g, logits, target, lse, eps, ignore_index); },
+        [&] { bwd_.call(b.g, logits, target, lse, eps, ignore_index); });
+    return out;
   }
 };
 
 LossOutputs cross_entropy_loss_autograd(const Tensor& logits, const Tensor& target, double label_smoothing,
                                         int64_t ignore_index, int64_t reduction, bool inplace_backward) {
-  const variable_list out =
-      CrossEntropyLoss::apply(logits, target, label_smoothing, ignore_index, reduction, inplace_backward);
-  return {out[0], out[1], out[2]};
+  Extras extras;
+  Tensor loss =
+      CrossEntropyLoss::apply(logits, target, label_smoothing, ignore_index, reduction, inplace_backward, &extras);
+  return {loss, extras.lse, extras.count};
 }
 
 // ------------------------------------------------------------------------------------- mixup
@@ -142,20 +174,34 @@ LossOutputs mixup_cross_entropy_loss(const Tensor& logits, const Tensor& target_
   return {loss, lse, count};
 }
 
+// d loss_i / d lam = CE_a - CE_b = (1 - eps) (x_b - x_a): the smoothing terms cancel. A label out
+// of range (which the CUDA forward turns into a NaN row rather than a device assert) gives NaN
+// here too instead of an out-of-bounds gather.
+Tensor mixup_lam_grad(const Tensor& g, const Tensor& logits, const Tensor& target_a, const Tensor& target_b,
+                      const Tensor& lam, double eps) {
+  at::NoGradGuard no_grad;
+  const int64_t classes = logits.size(1);
+  auto picked = [&](const Tensor& t) {
+    const Tensor valid = t.ge(0).logical_and(t.lt(classes));
+    const Tensor x = logits.gather(1, t.clamp(0, classes - 1).unsqueeze(1)).squeeze(1).to(at::kFloat);
+    return x.masked_fill(valid.logical_not(), std::numeric_limits<float>::quiet_NaN());
+  };
+  const Tensor d = g.mul(picked(target_b).sub(picked(target_a))).sum().mul(1.0 - eps);
+  return d.to(lam.options()).reshape(lam.sizes());  // a CPU lam with CUDA logits: one device->host copy
+}
+
 struct MixupCrossEntropyLoss : public torch::autograd::Function<MixupCrossEntropyLoss> {
-  static variable_list forward(AutogradContext* ctx, const Tensor& logits, const Tensor& target_a,
-                               const Tensor& target_b, const Tensor& lam, double label_smoothing, int64_t reduction,
-                               bool inplace_backward) {
+  static Tensor forward(AutogradContext* ctx, const Tensor& logits, const Tensor& target_a, const Tensor& target_b,
+                        const Tensor& lam, double label_smoothing, int64_t reduction, bool inplace_backward,
+                        Extras* extras) {
     static const auto op = op_handle<LossOutputs(const Tensor&, const Tensor&, const Tensor&, const Tensor&, double,
                                                  int64_t, bool)>("classy_fast::mixup_cross_entropy_loss");
     at::AutoDispatchBelowADInplaceOrView below_autograd;
     auto [loss, lse, count] = op.call(logits, target_a, target_b, lam, label_smoothing, reduction, inplace_backward);
     ctx->save_for_backward({logits, target_a, target_b, lam, lse, count});
-    ctx->saved_data["label_smoothing"] = label_smoothing;
-    ctx->saved_data["reduction"] = reduction;
-    ctx->saved_data["inplace_backward"] = inplace_backward;
-    ctx->mark_non_differentiable({lse, count});
-    return {loss, lse, count};
+    save_common(ctx, reduction, inplace_backward, label_smoothing);
+    *extras = {lse, count};
+    return loss;
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
@@ -163,37 +209,34 @@ struct MixupCrossEntropyLoss : public torch::autograd::Function<MixupCrossEntrop
     const Tensor &logits = saved[0], &target_a = saved[1], &target_b = saved[2], &lam = saved[3], &lse = saved[4],
                  &count = saved[5];
     const double eps = ctx->saved_data["label_smoothing"].toDouble();
-    const Tensor g = row_grad(grads[0], count, ctx->saved_data["reduction"].toInt(), logits.size(0));
-    if (!g.defined()) return {Tensor(), Tensor(), Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};
-    Tensor grad_lam;
-    if (ctx->needs_input_grad(3)) {
-      // d loss_i / d lam = CE_a - CE_b = (1 - eps) (x_b - x_a): the smoothing terms cancel.
-      // Gathered before the backward kernel, which may overwrite the logits.
-      const Tensor x_a = logits.gather(1, target_a.unsqueeze(1)).squeeze(1).to(at::kFloat);
-      const Tensor x_b = logits.gather(1, target_b.unsqueeze(1)).squeeze(1).to(at::kFloat);
-      const Tensor d = g.mul(x_b.sub(x_a)).sum().mul(1.0 - eps);
-      grad_lam = d.to(lam.options()).reshape(lam.sizes());
+    variable_list out(8);
+    if (!grads[0].defined()) return out;
+    if (ctx->needs_input_grad(3)) {  // before the logits gradient, which may overwrite the logits
+      const Tensor g = row_grad(grads[0], count, ctx->saved_data["reduction"].toInt(), logits);
+      out[3] = mixup_lam_grad(g, logits, target_a, target_b, lam, eps);
     }
+    const BackwardContext b = backward_context(ctx, grads, logits, count, ctx->needs_input_grad(0));
+    if (!b.g.defined()) return out;
     static const auto bwd = op_handle<Tensor(const Tensor&, const Tensor&, const Tensor&, const Tensor&,
                                              const Tensor&, const Tensor&, double)>(
         "classy_fast::mixup_cross_entropy_bwd");
     static const auto bwd_ = op_handle<void(const Tensor&, const Tensor&, const Tensor&, const Tensor&,
                                             const Tensor&, const Tensor&, double)>(
         "classy_fast::mixup_cross_entropy_bwd_");
-    const Tensor grad = logits_grad(
-        logits, ctx->saved_data["inplace_backward"].toBool(),
-        [&] { return bwd.call(g, logits, target_a, target_b, lam, lse, eps); },
-        [&] { bwd_.call(g, logits, target_a, target_b, lam, lse, eps); });
-    return {grad, Tensor(), Tensor(), grad_lam, Tensor(), Tensor(), Tensor()};
+    out[0] = logits_grad(
+        logits, b.inplace, [&] { return bwd.call(b.g, logits, target_a, target_b, lam, lse, eps); },
+        [&] { bwd_.call(b.g, logits, target_a, target_b, lam, lse, eps); });
+    return out;
   }
 };
 
 LossOutputs mixup_cross_entropy_loss_autograd(const Tensor& logits, const Tensor& target_a, const Tensor& target_b,
                                               const Tensor& lam, double label_smoothing, int64_t reduction,
                                               bool inplace_backward) {
-  const variable_list out =
-      MixupCrossEntropyLoss::apply(logits, target_a, target_b, lam, label_smoothing, reduction, inplace_backward);
-  return {out[0], out[1], out[2]};
+  Extras extras;
+  Tensor loss = MixupCrossEntropyLoss::apply(logits, target_a, target_b, lam, label_smoothing, reduction,
+                                             inplace_backward, &extras);
+  return {loss, extras.lse, extras.count};
 }
 
 // ------------------------------------------------------------------------------ soft targets
@@ -209,42 +252,45 @@ LossOutputs soft_cross_entropy_loss(const Tensor& logits, const Tensor& target, 
 }
 
 struct SoftCrossEntropyLoss : public torch::autograd::Function<SoftCrossEntropyLoss> {
-  static variable_list forward(AutogradContext* ctx, const Tensor& logits, const Tensor& target,
-                               double label_smoothing, int64_t reduction, bool inplace_backward) {
+  static Tensor forward(AutogradContext* ctx, const Tensor& logits, const Tensor& target, double label_smoothing,
+                        int64_t reduction, bool inplace_backward, Extras* extras) {
     static const auto op = op_handle<LossOutputs(const Tensor&, const Tensor&, double, int64_t, bool)>(
         "classy_fast::soft_cross_entropy_loss");
     at::AutoDispatchBelowADInplaceOrView below_autograd;
     auto [loss, lse, count] = op.call(logits, target, label_smoothing, reduction, inplace_backward);
     ctx->save_for_backward({logits, target, lse, count});
-    ctx->saved_data["label_smoothing"] = label_smoothing;
-    ctx->saved_data["reduction"] = reduction;
-    ctx->saved_data["inplace_backward"] = inplace_backward;
-    ctx->mark_non_differentiable({lse, count});
-    return {loss, lse, count};
+    save_common(ctx, reduction, inplace_backward, label_smoothing);
+    *extras = {lse, count};
+    return loss;
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const variable_list saved = ctx->get_saved_variables();
     const Tensor &logits = saved[0], &target = saved[1], &lse = saved[2], &count = saved[3];
+    const BackwardContext b = backward_context(ctx, grads, logits, count, ctx->needs_input_grad(0));
+    if (!b.g.defined()) return variable_list(6);
     const double eps = ctx->saved_data["label_smoothing"].toDouble();
-    const Tensor g = row_grad(grads[0], count, ctx->saved_data["reduction"].toInt(), logits.size(0));
-    if (!g.defined()) return {Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};
     static const auto bwd = op_handle<Tensor(const Tensor&, const Tensor&, const Tensor&, const Tensor&, double)>(
         "classy_fast::soft_cross_entropy_bwd");
     static const auto bwd_ = op_handle<void(const Tensor&, const Tensor&, const Tensor&, const Tensor&, double)>(
         "classy_fast::soft_cross_entropy_bwd_");
-    const Tensor grad = logits_grad(
-        logits, ctx->saved_data["inplace_backward"].toBool(),
-        [&] { return bwd.call(g, logits, target, lse, eps); }, [&] { bwd_.call(g, logits, target, lse, eps); });
-    // Soft targets are data here (as in F.cross_entropy's fused path): no gradient for them.
-    return {grad, Tensor(), Tensor(), Tensor(), Tensor()};
+    variable_list out(6);
+    out[0] = logits_grad(
+        logits, b.inplace, [&] { return bwd.call(b.g, logits, target, lse, eps); },
+        [&] { bwd_.call(b.g, logits, target, lse, eps); });
+    return out;
   }
 };
 
 LossOutputs soft_cross_entropy_loss_autograd(const Tensor& logits, const Tensor& target, double label_smoothing,
                                              int64_t reduction, bool inplace_backward) {
-  const variable_list out = SoftCrossEntropyLoss::apply(logits, target, label_smoothing, reduction, inplace_backward);
-  return {out[0], out[1], out[2]};
+  // The kernels give soft targets no gradient; torch's composite F.cross_entropy would. Refuse
+  // rather than silently drop it.
+  TORCH_CHECK(!target.requires_grad(), "classy_fast::soft_cross_entropy_loss: the soft target requires grad, but the "
+              "fused kernels do not differentiate with respect to it; pass target.detach() or use impl='reference'");
+  Extras extras;
+  Tensor loss = SoftCrossEntropyLoss::apply(logits, target, label_smoothing, reduction, inplace_backward, &extras);
+  return {loss, extras.lse, extras.count};
 }
 
 }  // namespace

@@ -21,7 +21,8 @@ namespace {
 
 using at::Tensor;
 
-constexpr int kThreads = 512;  // a multiple of 32 (block_allreduce); the rows are a few thousand
+constexpr int kThreads = 512;  // the rows are a few thousand per step: one block loops over them
+static_assert(kThreads % 32 == 0 && kThreads <= 1024, "block_allreduce needs whole warps");
 
 struct SumCount {
   float sum;
@@ -42,9 +43,12 @@ __global__ void __launch_bounds__(kThreads)
                             int64_t labels_stride, int64_t ignore_index, bool mean, float* loss, float* counted) {
   SumCount acc = SumCount::identity();
   for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
-    if (labels != nullptr && labels[i * labels_stride] == ignore_index) continue;
-    acc.sum += rows[i * rows_stride];
-    acc.count += 1;
+    // Both loads issued before either is used (no dependent second latency); a select, not a
+    // branch around the add, so an ignored row's value (even NaN) never reaches the sum.
+    const float r = rows[i * rows_stride];
+    const bool keep = labels == nullptr || labels[i * labels_stride] != ignore_index;
+    acc.sum += keep ? r : 0.f;
+    acc.count += keep ? 1 : 0;
   }
   acc = block_allreduce(acc);
   if (threadIdx.x == 0) {

@@ -508,6 +508,52 @@ def test_loss_op_rejects_an_unknown_reduction_code():
         torch.ops.classy_fast.cross_entropy_loss(x, t, 0.0, -100, 5, False)
 
 
+def test_compiled_loss_does_not_recompile_for_new_batch_sizes():
+    """The C++ backward keeps the batch size symbolic: one graph serves every batch size."""
+    _skip_unless_fused("cpu")
+    torch._dynamo.reset()
+    from torch._dynamo.utils import counters
+
+    counters.clear()
+    step = torch.compile(lambda x, t: cross_entropy(x, t, label_smoothing=0.1, impl="fused"),
+                         backend="aot_eager", dynamic=True)
+    for b in (6, 9, 13, 20):
+        step(_logits(b, 7, torch.float32, "cpu"), _labels(b, 7, "cpu")).backward()
+    assert counters["stats"]["unique_graphs"] == 1
+
+
+def test_backward_records_nothing_and_runs_no_fill_kernels():
+    """The loss's gradient is not differentiable again (create_graph gives a gradient without a
+    graph, not a wrong second derivative) and its backward is the scale + row kernel only."""
+    _skip_unless_fused("cpu")
+    x, t = _logits(5, 7, torch.float32, "cpu"), _labels(5, 7, "cpu")
+    (g,) = torch.autograd.grad(cross_entropy(x, t, impl="fused"), x, create_graph=True)
+    assert not g.requires_grad
+    with torch.profiler.profile() as prof:
+        cross_entropy(x, t, label_smoothing=0.1, impl="fused").backward()
+    names = [e.name for e in prof.events()]
+    assert "classy_fast::cross_entropy_bwd" in names
+    # (backward() itself seeds the scalar loss's gradient with a fill: that one is torch's)
+    assert not [n for n in names if n in ("aten::zeros", "aten::zeros_like", "aten::zero_")]
+
+
+def test_inplace_backward_leaves_logits_alone_when_only_lam_needs_a_gradient():
+    _skip_unless_fused("cpu")
+    logits = _logits(6, 9, torch.float32, "cpu", requires_grad=False)
+    before = logits.clone()
+    lam = torch.tensor(0.3, requires_grad=True)
+    ta, tb = _labels(6, 9, "cpu", seed=2), _labels(6, 9, "cpu", seed=3)
+    mixup_cross_entropy(logits * 1, ta, tb, lam, inplace_backward=True, impl="fused").backward()
+    assert torch.equal(logits, before) and lam.grad is not None
+
+
+def test_soft_target_that_requires_grad_is_refused():
+    _skip_unless_fused("cpu")
+    soft = torch.softmax(torch.randn(4, 6), 1).requires_grad_()
+    with pytest.raises(RuntimeError, match="soft target requires grad"):
+        cross_entropy(_logits(4, 6, torch.float32, "cpu"), soft, impl="fused")
+
+
 def _train_step_losses(x, t, ta, tb, lam, soft):
     return (
         cross_entropy(x, t, label_smoothing=0.1, impl="fused")
