@@ -112,24 +112,26 @@ build_extension() {
   # In place: needs neither pip nor network (pip may refuse a system Python, PEP 668).
   echo "CUDA_HOME=${CUDA_HOME:-unset} TORCH_CUDA_ARCH_LIST=$TORCH_CUDA_ARCH_LIST MAX_JOBS=$MAX_JOBS"
   "$PY" -c "import torch, sys; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'python', sys.version.split()[0])"
-  local t0=$(date +%s) cxx cc
-  "$PY" setup.py build_ext --inplace || return 1
-  compiler_report
-  # An error raised in the extension must arrive as a Python RuntimeError. Where the default compiler's
-  # C++ runtime differs from the one torch was built with, the throw can crash the process instead:
-  # then rebuild with the system compiler.
-  if ! exceptions_propagate; then
-    # Link with the C++ driver itself (not Python's LDSHARED, which may carry -static-libgcc & co.).
-    for cxx in /usr/bin/g++ "$(command -v g++)"; do
-      [ -x "$cxx" ] || continue
-      cc="${cxx%/*}/gcc"
-      echo "exceptions from the extension crash the process; rebuilding with CXX=$cxx CC=$cc LDSHARED='$cxx -shared'"
-      rm -rf build classy_fast/_C*.so
-      CC="$cc" CXX="$cxx" LDSHARED="$cxx -shared" "$PY" setup.py build_ext --inplace || return 1
-      if exceptions_propagate; then echo "rebuilt with $cxx: exceptions propagate"; break; fi
-    done
-    exceptions_propagate || { echo "KEY: errors thrown by the extension crash the process (see log)"; return 1; }
-  fi
+  local t0=$(date +%s) cxx ok=0
+  # An error raised in the extension must arrive as a Python RuntimeError. With Python's default
+  # link line (x86_64-linux-gnu-gcc -shared ...) a throw crashed the process on the GPU machine of
+  # 2026-11-26, and linking with the C++ driver itself fixed it: so build that way first (one build,
+  # not two) and fall back to Python's default toolchain only if the check fails.
+  for cxx in /usr/bin/g++ default; do
+    [ "$cxx" = default ] || [ -x "$cxx" ] || continue
+    rm -rf build classy_fast/_C*.so
+    if [ "$cxx" = default ]; then
+      echo "building with Python's default toolchain"
+      "$PY" setup.py build_ext --inplace || return 1
+    else
+      echo "building with CXX=$cxx LDSHARED='$cxx -shared'"
+      CC="${cxx%/*}/gcc" CXX="$cxx" LDSHARED="$cxx -shared" "$PY" setup.py build_ext --inplace || return 1
+    fi
+    compiler_report
+    if exceptions_propagate; then ok=1; echo "built with $cxx: exceptions propagate"; break; fi
+    echo "exceptions from the extension built with $cxx crash the process"
+  done
+  [ "$ok" = 1 ] || { echo "KEY: errors thrown by the extension crash the process (see log)"; return 1; }
   "$PY" -c "import torch, classy_fast._C as C; assert C.cuda_compiled, 'built without CUDA kernels'; print('KEY: built in', $(( $(date +%s) - t0 )), 's, CUDA archs', C.cuda_archs_raw.replace('_', ';'))"
 }
 
