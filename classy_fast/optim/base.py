@@ -240,7 +240,11 @@ class FusedOptimizer(torch.optim.Optimizer):
         if not plan.batches:
             return loss
         device = plan.batches[0].params[0].device
-        self._update(plan.ops, plan.batches, _scalar_on(grad_scale, device), _scalar_on(found_inf, device))
+        try:
+            self._update(plan.ops, plan.batches, _scalar_on(grad_scale, device), _scalar_on(found_inf, device))
+        finally:
+            for b in plan.batches:  # the plan must not keep this step's grads alive past zero_grad()
+                b.grads = []
         return loss
 
     def _update(self, ops, batches: List[ParamBatch], grad_scale: Optional[Tensor],

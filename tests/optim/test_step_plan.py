@@ -114,3 +114,16 @@ def test_changing_impl_rebuilds_the_plan(monkeypatch):
     opt.impl = "auto"
     opt.step()
     assert len(builds) == 2
+
+
+def test_plan_does_not_keep_grads_alive_after_the_step():
+    """zero_grad(set_to_none=True) must free the grads: the cached plan holds none between steps."""
+    import weakref
+
+    params = _params()
+    opt = FusedSGD(params, lr=0.1, momentum=0.9, impl="reference")
+    _set_grads(params, 0)
+    opt.step()
+    refs = [weakref.ref(p.grad) for p in params]
+    opt.zero_grad(set_to_none=True)
+    assert all(r() is None for r in refs)
