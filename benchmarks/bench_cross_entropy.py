@@ -1,11 +1,13 @@
 """Fused cross-entropy vs F.cross_entropy(label_smoothing=0.1), forward + backward.
 
 Hardware: 2-core AMD EPYC VM (AVX-512; the fused CPU rows use AVX2), torch 2.14.1, shared with
-other jobs (load ~7) while measured. Time: about 10 s for the default CPU cases.
-Result (CPU, fp32, fwd+bwd, 1 thread, best of 3 runs): fused vs torch
-B=256 C=1000 0.24 vs 1.35 ms (5.5x); B=4096 C=1000 8.9 vs 16.3 ms (1.8x);
-B=256 C=21843 12.7 vs 25.1 ms (2.0x). With 2 threads on the loaded VM torch's many small
-parallel regions stalled (>=118 ms per step), so those ratios (11-130x) say little.
+other jobs while measured. Time: about 10 s for the default CPU cases.
+Result (CPU, fp32, fwd+bwd, 1 thread, best of 3 runs per side; `--device cpu --threads 1`):
+fused vs torch B=8 C=10 (the host floor) 0.018 vs 0.051 ms (2.8x); B=256 C=1000 0.19 vs 0.26 ms
+(1.4x); B=4096 C=1000 2.8 vs 5.2 ms (1.9x); B=256 C=21843 3.7 vs 7.4 ms (2.0x). With 2 threads on
+a loaded VM torch's many small parallel regions stall, so ratios there say little.
+H100 figures below predate the loss ops (one dispatcher call, C++ autograd; the host floor was
+0.045 ms before them on this CPU):
 H100 80GB (2026-11-26, torch 2.11): 1.2-1.4x at C=1000 (host-bound), 3.1-4.2x at B=4096, C>=21843,
 up to 2.9 TB/s (fp32, C=128000); full table in benchmarks/RESULTS.md.
 
