@@ -81,7 +81,14 @@ def _extension_modules():
     cuda_sources = sorted(glob.glob(os.path.join("csrc", "cuda", "*.cu"))) if with_cuda else []
 
     defines = [("CLASSY_FAST_BUILD_PYTHON_MODULE", None)]
-    cxx_flags = ["-O3", "-Wno-unknown-pragmas"]  # ATen vec headers carry CUDA-style #pragma unroll
+    # -Wno-unknown-pragmas: ATen vec headers carry CUDA-style #pragma unroll. -fno-math-errno:
+    # sqrt may then compile to one instruction; with errno it keeps a branch per element that
+    # stops scalar loops from vectorizing. Nothing here reads errno. -fopenmp: at::parallel_for is
+    # header code that splits work over threads only where _OPENMP is defined (torch's CPU build
+    # uses OpenMP); without it every parallel_for of the extension runs on one thread. The
+    # libgomp.so.1 it links resolves to the one torch has already loaded (same soname), so
+    # torch.set_num_threads governs our loops too.
+    cxx_flags = ["-O3", "-Wno-unknown-pragmas", "-fno-math-errno", "-fopenmp"]
     nvcc_flags = ["-O3", "--expt-relaxed-constexpr", "-lineinfo"]
     if with_cuda:
         if not os.environ.get("TORCH_CUDA_ARCH_LIST") and not torch.cuda.is_available():
@@ -101,7 +108,8 @@ def _extension_modules():
     defines.append(("CLASSY_FAST_BUILD_TORCH_VERSION", str(torch.__version__)))
 
     ext_cls = CUDAExtension if with_cuda else CppExtension
-    kwargs = {"extra_compile_args": {"cxx": cxx_flags, "nvcc": nvcc_flags} if with_cuda else {"cxx": cxx_flags}}
+    kwargs = {"extra_compile_args": {"cxx": cxx_flags, "nvcc": nvcc_flags} if with_cuda else {"cxx": cxx_flags},
+              "extra_link_args": ["-fopenmp"]}
     ext = ext_cls(
         name="classy_fast._C",
         sources=cpp_sources + cuda_sources,

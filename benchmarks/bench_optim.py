@@ -1,17 +1,18 @@
 """Fused optimizers vs torch on ResNet-50's parameter set (161 tensors, 25.6 M fp32 params).
 
-Hardware: 2-core AMD EPYC VM (AVX-512), torch 2.14.1, shared with other jobs (load ~4) while
-measured. Time: about 15 s per CPU run. Result (CPU, fp32, 1 thread, best of 7; ms per step,
-ratio = torch time / ours):
-    sgd_step     ours 26.1   torch foreach 40.8 (1.56x)   torch fused  9.3 (0.36x)
-    adamw_step   ours 89.0   torch foreach 92.0 (1.03x)   torch fused 17.3 (0.19x)
-    sgd_phase    ours 61.6                                torch fused 28.7 (0.47x)
-    adamw_phase  ours 116.2                               torch fused 32.3 (0.28x)
-With 2 threads: sgd_step 33.6 vs foreach 58.2 / fused 13.8; adamw_step 71.6 vs 1746 / 11.7 (the
-loaded VM stalls torch's foreach thread pool). So on CPU the kernels beat torch's foreach path but
-not torch's fused CPU kernels, which are hand-vectorized per ISA (AVX-512 here); ours are plain
-loops the compiler vectorizes with SSE, and the AdamW loop not at all (std::sqrt's errno; see
-docs/optim.md). The CPU kernels exist for correctness and CPU runs; the target is CUDA.
+Hardware: 2-core AMD EPYC VM (Zen 5, AVX-512), torch 2.14.1, shared with other jobs (load ~1)
+while measured. Time: about 15 s per CPU run. Result (CPU, fp32, best of 7 per run, best of 4 runs;
+`python benchmarks/bench_optim.py --device cpu --threads 1`; ms per step, ratio = torch time / ours):
+    sgd_step     ours  8.40   torch foreach 26.6 (3.17x)   torch fused  8.75 (1.04x)
+    adamw_step   ours 11.80   torch foreach 78.3 (6.64x)   torch fused 12.37 (1.05x)
+    sgd_phase    ours 14.62                                torch fused 19.04 (1.30x)
+    adamw_phase  ours 17.95                                torch fused 22.98 (1.28x)
+With 2 threads (--threads 2): sgd_step 7.42 vs foreach 23.9 / fused 7.93 (1.07x); adamw_step 10.29
+vs 57.0 / 10.90 (1.06x); sgd_phase 13.02 vs fused 16.74 (1.29x); adamw_phase 15.69 vs 20.00 (1.27x).
+The bare steps run at one core's memory bandwidth (~61 GB/s) on both sides, so single runs on the
+shared VM can flip by a few percent either way (per-run ratios 0.97-1.09 at 1 and 2 threads); the
+phases win by folding unscale + clip into the update. CPU loops: per-ISA at::vec kernels
+(baseline / AVX2 / AVX-512, csrc/cpu/optim_kernels_impl.h); see docs/optim.md.
 H100 80GB (2026-11-26, torch 2.11): SGD step 0.556 ms, AdamW 0.636 ms; unscale+clip+step 1.59x (SGD) and
 1.80x (AdamW) torch fused; torch fused SGD is 1.33x faster on the bare step. Table: benchmarks/RESULTS.md.
 

@@ -1,24 +1,19 @@
 // classy_fast::ema_update_ on CPU: ema = decay * ema + (1 - decay) * param over a list of tensors
 // (same contract as csrc/cuda/ema_update.cu).
+// This file checks the arguments and fills one task per tensor; the per-ISA element loops are in
+// csrc/cpu/optim_kernels_impl.h, spread over threads by classy_fast/optim_cpu.h.
 #include <ATen/core/Tensor.h>
 #include <torch/library.h>
+
+#include <vector>
 
 #include "classy_fast/dispatch.h"
 #include "classy_fast/optim_checks.h"
 #include "classy_fast/optim_cpu.h"
-#include "classy_fast/optim_math.h"
+#include "cpu/optim_kernels.h"
 
 namespace classy_fast {
 namespace {
-
-template <typename E, typename P>
-void ema_tensor(E* ema, const P* value, int64_t n, float decay) {
-  optim_cpu::parallel_elements(n, [&](int64_t begin, int64_t end) {
-    for (int64_t j = begin; j < end; ++j) {
-      ema[j] = static_cast<E>(optim_math::ema_update(static_cast<float>(ema[j]), static_cast<float>(value[j]), decay));
-    }
-  });
-}
 
 void ema_update_cpu(at::TensorList ema_params, at::TensorList params, const std::optional<at::Tensor>& decay_tensor,
                     double decay) {
@@ -39,17 +34,16 @@ void ema_update_cpu(at::TensorList ema_params, at::TensorList params, const std:
                 " (or bf16/fp16 params with an fp32 EMA)");
   }
   const float d = optim_checks::device_scalar(kOp, decay_tensor, device, "decay_tensor").get(static_cast<float>(decay));
+  std::vector<cpu::EmaTask> tasks;
+  std::vector<int64_t> numels;
+  tasks.reserve(ema_params.size());
+  numels.reserve(ema_params.size());
   for (size_t i = 0; i < ema_params.size(); ++i) {
-    const bool mixed = ema_params[i].scalar_type() != params[i].scalar_type();
-    CLASSY_FAST_DISPATCH_FLOAT_TYPES(params[i].scalar_type(), kOp, [&] {
-      using P = scalar_t;
-      optim_cpu::with_state_type<P>(mixed, [&](auto ema_tag) {
-        using E = decltype(ema_tag);
-        ema_tensor<E, P>(static_cast<E*>(ema_params[i].data_ptr()), params[i].const_data_ptr<P>(),
-                         params[i].numel(), d);
-      });
-    });
+    tasks.push_back(cpu::EmaTask{ema_params[i].data_ptr(), params[i].const_data_ptr(), params[i].scalar_type(),
+                                 ema_params[i].scalar_type() == at::kFloat, d});
+    numels.push_back(params[i].numel());
   }
+  optim_cpu::run_chunks(tasks, numels, cpu::optim_kernels().ema);
 }
 
 }  // namespace

@@ -1,38 +1,21 @@
 // classy_fast::fused_adamw_ on CPU: same math and argument contract as csrc/cuda/fused_adamw.cu
 // (torch.optim.AdamW's update, GradScaler unscaling, clipping and the found_inf skip folded in).
+// This file checks the arguments and fills one task per tensor; the per-ISA element loops are in
+// csrc/cpu/optim_kernels_impl.h, spread over threads by classy_fast/optim_cpu.h.
 #include <ATen/core/Tensor.h>
 #include <torch/library.h>
 
-#include "classy_fast/dispatch.h"
+#include <vector>
+
 #include "classy_fast/optim_checks.h"
 #include "classy_fast/optim_cpu.h"
 #include "classy_fast/optim_math.h"
+#include "cpu/optim_kernels.h"
 
 namespace classy_fast {
 namespace {
 
 using namespace optim_math;
-
-template <typename P, typename S, bool kMaster>
-void adamw_tensor(P* param, const P* grad, S* exp_avg, S* exp_avg_sq, S* master, int64_t n,
-                  const GradTransform transform, const AdamwHyper hyper) {
-  optim_cpu::parallel_elements(n, [&](int64_t begin, int64_t end) {
-    // Local copies: the stores below could alias the captured structs' floats, which would keep
-    // the compiler from hoisting (and vectorizing) anything that reads them.
-    const auto h = hyper;
-    const auto t = transform;
-    for (int64_t j = begin; j < end; ++j) {
-      float w = kMaster ? static_cast<float>(master[j]) : static_cast<float>(param[j]);
-      float m = static_cast<float>(exp_avg[j]);
-      float v = static_cast<float>(exp_avg_sq[j]);
-      adamw_update(w, t(static_cast<float>(grad[j])), m, v, h);
-      exp_avg[j] = static_cast<S>(m);
-      exp_avg_sq[j] = static_cast<S>(v);
-      if constexpr (kMaster) master[j] = static_cast<S>(w);
-      param[j] = static_cast<P>(w);
-    }
-  });
-}
 
 void fused_adamw_cpu(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs,
                      at::TensorList exp_avg_sqs, at::TensorList master_params, at::TensorList steps,
@@ -54,27 +37,26 @@ void fused_adamw_cpu(at::TensorList params, at::TensorList grads, at::TensorList
 
   const GradTransform transform =
       make_grad_transform(scale_s, norm_s, static_cast<float>(max_grad_norm), maximize);
+  std::vector<cpu::AdamwTask> tasks;
+  std::vector<int64_t> numels;
+  tasks.reserve(params.size());
+  numels.reserve(params.size());
   for (size_t i = 0; i < params.size(); ++i) {
     float& step = *steps[i].data_ptr<float>();
     step += 1.0f;
     const AdamwHyper hyper =
         make_adamw_hyper(lr_s.get(0.0f), static_cast<float>(beta1), static_cast<float>(beta2),
                          static_cast<float>(weight_decay), static_cast<float>(eps), step);
-    CLASSY_FAST_DISPATCH_FLOAT_TYPES(params[i].scalar_type(), kOp, [&] {
-      using P = scalar_t;
-      optim_cpu::with_state_type<P>(rows.has_master, [&](auto state_tag) {
-        using S = decltype(state_tag);
-        optim_cpu::with_flag(rows.has_master, [&](auto master_c) {
-          constexpr bool kMaster = decltype(master_c)::value;
-          adamw_tensor<P, S, kMaster>(params[i].data_ptr<P>(), grads[i].const_data_ptr<P>(),
-                                      static_cast<S*>(exp_avgs[i].data_ptr()),
-                                      static_cast<S*>(exp_avg_sqs[i].data_ptr()),
-                                      optim_cpu::ptr_or_null<S>(kMaster ? master_params[i] : params[i], kMaster),
-                                      params[i].numel(), transform, hyper);
-        });
-      });
-    });
+    const cpu::TensorRow row{.param = params[i].data_ptr(),
+                             .grad = grads[i].const_data_ptr(),
+                             .state0 = exp_avgs[i].data_ptr(),
+                             .state1 = exp_avg_sqs[i].data_ptr(),
+                             .master = static_cast<float*>(optim_cpu::data_or_null(master_params, i)),
+                             .dtype = params[i].scalar_type()};
+    tasks.push_back(cpu::AdamwTask{row, transform, hyper});
+    numels.push_back(params[i].numel());
   }
+  optim_cpu::run_chunks(tasks, numels, cpu::optim_kernels().adamw);
 }
 
 }  // namespace

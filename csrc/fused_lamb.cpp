@@ -1,53 +1,25 @@
 // classy_fast::fused_lamb_moments_ / fused_lamb_apply_ on CPU: same math and argument contract as
 // csrc/cuda/fused_lamb.cu (LAMB, You et al. 2019, in two passes: moments + norms, then apply).
-#include <ATen/Parallel.h>
+// This file checks the arguments and fills one task per tensor; the per-ISA element loops are in
+// csrc/cpu/optim_kernels_impl.h, spread over threads by classy_fast/optim_cpu.h.
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <torch/library.h>
 
 #include <cmath>
 #include <tuple>
+#include <vector>
 
 #include "classy_fast/dispatch.h"
 #include "classy_fast/optim_checks.h"
 #include "classy_fast/optim_cpu.h"
 #include "classy_fast/optim_math.h"
+#include "cpu/optim_kernels.h"
 
 namespace classy_fast {
 namespace {
 
 using namespace optim_math;
-
-struct SquareSums {
-  double w = 0.0;
-  double u = 0.0;
-};
-
-// Updates m and v of one tensor; returns the sums of w^2 and u^2 (u from the stored, rounded m, v,
-// exactly as stage 2 will recompute it).
-template <typename P, typename S>
-SquareSums lamb_moments_tensor(const P* grad, S* exp_avg, S* exp_avg_sq, const S* weight, int64_t n,
-                               const GradTransform transform, const LambHyper hyper) {
-  return at::parallel_reduce(
-      0, n, optim_cpu::kGrain, SquareSums{},
-      [&](int64_t begin, int64_t end, SquareSums acc) {
-        for (int64_t j = begin; j < end; ++j) {
-          float m = static_cast<float>(exp_avg[j]);
-          float v = static_cast<float>(exp_avg_sq[j]);
-          lamb_moments(transform(static_cast<float>(grad[j])), m, v, hyper);
-          const S m_stored = static_cast<S>(m);
-          const S v_stored = static_cast<S>(v);
-          exp_avg[j] = m_stored;
-          exp_avg_sq[j] = v_stored;
-          const float w = static_cast<float>(weight[j]);
-          const float u = lamb_direction(w, static_cast<float>(m_stored), static_cast<float>(v_stored), hyper);
-          acc.w += static_cast<double>(w) * w;
-          acc.u += static_cast<double>(u) * u;
-        }
-        return acc;
-      },
-      [](SquareSums a, SquareSums b) { return SquareSums{a.w + b.w, a.u + b.u}; });
-}
 
 std::tuple<at::Tensor, at::Tensor> fused_lamb_moments_cpu(
     at::TensorList grads, at::TensorList exp_avgs, at::TensorList exp_avg_sqs, at::TensorList weights,
@@ -96,40 +68,34 @@ std::tuple<at::Tensor, at::Tensor> fused_lamb_moments_cpu(
   float* u_out = update_norms.data_ptr<float>();
   const GradTransform transform =
       make_grad_transform(scale_s, norm_s, static_cast<float>(max_grad_norm), maximize);
+  std::vector<cpu::LambMomentsTask> tasks;
+  std::vector<int64_t> numels;
+  tasks.reserve(n);
+  numels.reserve(n);
   for (size_t i = 0; i < n; ++i) {
     float& step = *steps[i].data_ptr<float>();
     step += 1.0f;
     const LambHyper hyper = make_lamb_hyper(static_cast<float>(beta1), static_cast<float>(beta2),
                                             static_cast<float>(eps), static_cast<float>(weight_decay), step);
+    // The weights are fp32 master copies when their dtype differs from the grads'.
     const bool master = weights[i].scalar_type() != grads[i].scalar_type();
-    SquareSums sums;
-    CLASSY_FAST_DISPATCH_FLOAT_TYPES(grads[i].scalar_type(), kOp, [&] {
-      using P = scalar_t;
-      optim_cpu::with_state_type<P>(master, [&](auto state_tag) {
-        using S = decltype(state_tag);
-        sums = lamb_moments_tensor<P, S>(grads[i].const_data_ptr<P>(), static_cast<S*>(exp_avgs[i].data_ptr()),
-                                         static_cast<S*>(exp_avg_sqs[i].data_ptr()),
-                                         static_cast<const S*>(weights[i].const_data_ptr()), grads[i].numel(),
-                                         transform, hyper);
-      });
-    });
-    w_out[i] = static_cast<float>(std::sqrt(sums.w));
-    u_out[i] = static_cast<float>(std::sqrt(sums.u));
+    void* weight = weights[i].data_ptr();  // only read by the kernel
+    const cpu::TensorRow row{.param = master ? nullptr : weight,
+                             .grad = grads[i].const_data_ptr(),
+                             .state0 = exp_avgs[i].data_ptr(),
+                             .state1 = exp_avg_sqs[i].data_ptr(),
+                             .master = master ? static_cast<float*>(weight) : nullptr,
+                             .dtype = grads[i].scalar_type()};
+    tasks.push_back(cpu::LambMomentsTask{row, transform, hyper});
+    numels.push_back(grads[i].numel());
+  }
+  const std::vector<cpu::SquareSums> sums =
+      optim_cpu::reduce_chunks(tasks, numels, cpu::optim_kernels().lamb_moments);
+  for (size_t i = 0; i < n; ++i) {
+    w_out[i] = static_cast<float>(std::sqrt(sums[i].w));
+    u_out[i] = static_cast<float>(std::sqrt(sums[i].u));
   }
   return {weight_norms, update_norms};
-}
-
-template <typename P, typename S, bool kMaster>
-void lamb_apply_tensor(P* param, const S* exp_avg, const S* exp_avg_sq, S* master, int64_t n, float scaled_lr,
-                       const LambHyper hyper) {
-  optim_cpu::parallel_elements(n, [&](int64_t begin, int64_t end) {
-    for (int64_t j = begin; j < end; ++j) {
-      float w = kMaster ? static_cast<float>(master[j]) : static_cast<float>(param[j]);
-      w -= scaled_lr * lamb_direction(w, static_cast<float>(exp_avg[j]), static_cast<float>(exp_avg_sq[j]), hyper);
-      if constexpr (kMaster) master[j] = static_cast<S>(w);
-      param[j] = static_cast<P>(w);
-    }
-  });
 }
 
 void fused_lamb_apply_cpu(at::TensorList params, at::TensorList exp_avgs, at::TensorList exp_avg_sqs,
@@ -150,27 +116,26 @@ void fused_lamb_apply_cpu(at::TensorList params, at::TensorList exp_avgs, at::Te
   const DeviceScalar inf_s = optim_checks::device_scalar(kOp, found_inf, rows.device, "found_inf");
   if (skip_step(inf_s)) return;
 
+  std::vector<cpu::LambApplyTask> tasks;
+  std::vector<int64_t> numels;
+  tasks.reserve(params.size());
+  numels.reserve(params.size());
   for (size_t i = 0; i < params.size(); ++i) {
     const LambHyper hyper =
         make_lamb_hyper(static_cast<float>(beta1), static_cast<float>(beta2), static_cast<float>(eps),
                         static_cast<float>(weight_decay), *steps[i].const_data_ptr<float>());
     const float ratio =
         w_norms == nullptr ? 1.0f : lamb_trust_ratio(w_norms[i], u_norms[i], static_cast<float>(trust_clamp));
-    const float scaled_lr = lr_s.get(0.0f) * ratio;
-    CLASSY_FAST_DISPATCH_FLOAT_TYPES(params[i].scalar_type(), kOp, [&] {
-      using P = scalar_t;
-      optim_cpu::with_state_type<P>(rows.has_master, [&](auto state_tag) {
-        using S = decltype(state_tag);
-        optim_cpu::with_flag(rows.has_master, [&](auto master_c) {
-          constexpr bool kMaster = decltype(master_c)::value;
-          lamb_apply_tensor<P, S, kMaster>(params[i].data_ptr<P>(), static_cast<const S*>(exp_avgs[i].const_data_ptr()),
-                                           static_cast<const S*>(exp_avg_sqs[i].const_data_ptr()),
-                                           optim_cpu::ptr_or_null<S>(kMaster ? master_params[i] : params[i], kMaster),
-                                           params[i].numel(), scaled_lr, hyper);
-        });
-      });
-    });
+    // The moments are only read here.
+    const cpu::TensorRow row{.param = params[i].data_ptr(),
+                             .state0 = exp_avgs[i].data_ptr(),
+                             .state1 = exp_avg_sqs[i].data_ptr(),
+                             .master = static_cast<float*>(optim_cpu::data_or_null(master_params, i)),
+                             .dtype = params[i].scalar_type()};
+    tasks.push_back(cpu::LambApplyTask{row, hyper, lr_s.get(0.0f) * ratio});
+    numels.push_back(params[i].numel());
   }
+  optim_cpu::run_chunks(tasks, numels, cpu::optim_kernels().lamb_apply);
 }
 
 }  // namespace

@@ -1,36 +1,21 @@
 // classy_fast::fused_lars_ on CPU: same math and argument contract as csrc/cuda/fused_lars.cu
 // (LARS, You et al. 2017; per-tensor norms from classy_fast::multi_tensor_l2norm).
+// This file checks the arguments and fills one task per tensor; the per-ISA element loops are in
+// csrc/cpu/optim_kernels_impl.h, spread over threads by classy_fast/optim_cpu.h.
 #include <ATen/core/Tensor.h>
 #include <torch/library.h>
 
-#include "classy_fast/dispatch.h"
+#include <vector>
+
 #include "classy_fast/optim_checks.h"
 #include "classy_fast/optim_cpu.h"
 #include "classy_fast/optim_math.h"
+#include "cpu/optim_kernels.h"
 
 namespace classy_fast {
 namespace {
 
 using namespace optim_math;
-
-template <typename P, typename S, bool kMaster>
-void lars_tensor(P* param, const P* grad, S* momentum, S* master, int64_t n, const GradTransform transform,
-                 const LarsHyper hyper) {
-  optim_cpu::parallel_elements(n, [&](int64_t begin, int64_t end) {
-    // Local copies: the stores below could alias the captured structs' floats, which would keep
-    // the compiler from hoisting (and vectorizing) anything that reads them.
-    const auto h = hyper;
-    const auto t = transform;
-    for (int64_t j = begin; j < end; ++j) {
-      float w = kMaster ? static_cast<float>(master[j]) : static_cast<float>(param[j]);
-      float buf = static_cast<float>(momentum[j]);
-      lars_update(w, t(static_cast<float>(grad[j])), buf, h);
-      momentum[j] = static_cast<S>(buf);
-      if constexpr (kMaster) master[j] = static_cast<S>(w);
-      param[j] = static_cast<P>(w);
-    }
-  });
-}
 
 void fused_lars_cpu(at::TensorList params, at::TensorList grads, at::TensorList momentum_buffers,
                     at::TensorList master_params, const at::Tensor& lr, const std::optional<at::Tensor>& param_norms,
@@ -56,6 +41,10 @@ void fused_lars_cpu(at::TensorList params, at::TensorList grads, at::TensorList 
   const GradTransform transform = make_grad_transform(scale_s, norm_s, max_norm, maximize);
   // Clipping scales the whole gradient, so it scales each tensor's grad norm too.
   const float clip = norm_s.ptr != nullptr ? clip_coefficient(*norm_s.ptr, max_norm) : 1.0f;
+  std::vector<cpu::LarsTask> tasks;
+  std::vector<int64_t> numels;
+  tasks.reserve(params.size());
+  numels.reserve(params.size());
   for (size_t i = 0; i < params.size(); ++i) {
     const float trust =
         w_norms == nullptr ? 1.0f
@@ -63,20 +52,15 @@ void fused_lars_cpu(at::TensorList params, at::TensorList grads, at::TensorList 
                                               static_cast<float>(weight_decay), static_cast<float>(eps));
     const LarsHyper hyper{lr_s.get(0.0f) * trust, static_cast<float>(weight_decay), static_cast<float>(momentum),
                           nesterov};
-    CLASSY_FAST_DISPATCH_FLOAT_TYPES(params[i].scalar_type(), kOp, [&] {
-      using P = scalar_t;
-      optim_cpu::with_state_type<P>(rows.has_master, [&](auto state_tag) {
-        using S = decltype(state_tag);
-        optim_cpu::with_flag(rows.has_master, [&](auto master_c) {
-          constexpr bool kMaster = decltype(master_c)::value;
-          lars_tensor<P, S, kMaster>(params[i].data_ptr<P>(), grads[i].const_data_ptr<P>(),
-                                     static_cast<S*>(momentum_buffers[i].data_ptr()),
-                                     optim_cpu::ptr_or_null<S>(kMaster ? master_params[i] : params[i], kMaster),
-                                     params[i].numel(), transform, hyper);
-        });
-      });
-    });
+    const cpu::TensorRow row{.param = params[i].data_ptr(),
+                             .grad = grads[i].const_data_ptr(),
+                             .state0 = momentum_buffers[i].data_ptr(),
+                             .master = static_cast<float*>(optim_cpu::data_or_null(master_params, i)),
+                             .dtype = params[i].scalar_type()};
+    tasks.push_back(cpu::LarsTask{row, transform, hyper});
+    numels.push_back(params[i].numel());
   }
+  optim_cpu::run_chunks(tasks, numels, cpu::optim_kernels().lars);
 }
 
 }  // namespace

@@ -1,38 +1,25 @@
 // classy_fast::multi_tensor_l2norm on CPU: global and per-tensor L2 norms of a tensor list,
 // optionally of the GradScaler-unscaled values (same contract as csrc/cuda/multi_tensor_l2norm.cu).
-// Sums of squares accumulate in double here (the CUDA kernel sums fp32 per-thread partials of at
-// most 128 elements, then fp32 tree reductions).
-#include <ATen/Parallel.h>
+// Squares are summed in fp32 per vector lane over at most 32 elements, then in double per chunk of
+// 65,536 elements and over the chunks in order (csrc/cpu/optim_vec.h, optim_cpu.h), so the result
+// does not depend on the thread count. The CUDA kernel sums fp32 per-thread partials of at most
+// 128 elements, then fp32 tree reductions. The per-ISA loop is in csrc/cpu/optim_kernels_impl.h.
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <torch/library.h>
 
 #include <cmath>
 #include <tuple>
+#include <vector>
 
 #include "classy_fast/dispatch.h"
 #include "classy_fast/optim_checks.h"
 #include "classy_fast/optim_cpu.h"
 #include "classy_fast/optim_math.h"
+#include "cpu/optim_kernels.h"
 
 namespace classy_fast {
 namespace {
-
-template <typename T>
-double sum_of_squares(const T* x, int64_t n, float inv_scale) {
-  return at::parallel_reduce(
-      0, n, optim_cpu::kGrain, 0.0,
-      [&](int64_t begin, int64_t end, double acc) {
-        // Squares in fp32 (the unscaled value, as on CUDA), sums in double: a long sequential fp32
-        // sum would lose ~1e-5 relative over a large tensor.
-        for (int64_t j = begin; j < end; ++j) {
-          const float v = static_cast<float>(x[j]) * inv_scale;
-          acc += static_cast<double>(v * v);
-        }
-        return acc;
-      },
-      [](double a, double b) { return a + b; });
-}
 
 std::tuple<at::Tensor, at::Tensor> multi_tensor_l2norm_cpu(at::TensorList tensors,
                                                            const std::optional<at::Tensor>& grad_scale,
@@ -52,14 +39,19 @@ std::tuple<at::Tensor, at::Tensor> multi_tensor_l2norm_cpu(at::TensorList tensor
   const auto float_opts = tensors[0].options().dtype(at::kFloat);
   at::Tensor global = at::empty({}, float_opts);
   at::Tensor norms = at::empty({per_tensor ? static_cast<int64_t>(tensors.size()) : 0}, float_opts);
+  std::vector<cpu::NormTask> tasks;
+  std::vector<int64_t> numels;
+  tasks.reserve(tensors.size());
+  numels.reserve(tensors.size());
+  for (const at::Tensor& t : tensors) {
+    tasks.push_back(cpu::NormTask{t.const_data_ptr(), t.scalar_type(), inv_scale});
+    numels.push_back(t.numel());
+  }
+  const std::vector<double> sums = optim_cpu::reduce_chunks(tasks, numels, cpu::optim_kernels().sum_of_squares);
   double total = 0.0;
   for (size_t i = 0; i < tensors.size(); ++i) {
-    double sq = 0.0;
-    CLASSY_FAST_DISPATCH_FLOAT_TYPES(tensors[i].scalar_type(), kOp, [&] {
-      sq = sum_of_squares(tensors[i].const_data_ptr<scalar_t>(), tensors[i].numel(), inv_scale);
-    });
-    total += sq;
-    if (per_tensor) norms.data_ptr<float>()[i] = static_cast<float>(std::sqrt(sq));
+    total += sums[i];
+    if (per_tensor) norms.data_ptr<float>()[i] = static_cast<float>(std::sqrt(sums[i]));
   }
   *global.data_ptr<float>() = static_cast<float>(std::sqrt(total));
   return {global, norms};
