@@ -42,6 +42,7 @@ def collect() -> Dict[str, Any]:
         "extension_built_against_torch": build["build_torch_version"],
         "extension_compiler": build["build_compiler"],
         "cpu_kernels_isa": build["cpu_kernel_isa"],
+        "optim_cpu_kernels_isa": build["optim_cpu_kernel_isa"],
         "cuda_kernels_compiled": build["cuda_kernels"],
         "cuda_kernel_archs": build["cuda_archs"],
         "cuda_kernels_registered": _extension.has_kernel("cross_entropy_fwd", "CUDA"),
@@ -75,7 +76,8 @@ def main() -> int:
         ("  import error", info["extension_import_error"]),
         ("  built against torch", info["extension_built_against_torch"]),
         ("  compiler", info["extension_compiler"]),
-        ("  CPU kernels ISA", info["cpu_kernels_isa"]),
+        ("  CPU kernels ISA", f"loss {info['cpu_kernels_isa']}, optimizers {info['optim_cpu_kernels_isa']}"
+         if info["cpu_kernels_isa"] else None),
         ("  CUDA kernels compiled", info["cuda_kernels_compiled"]),
         ("  CUDA kernel archs", info["cuda_kernel_archs"]),
         ("  CUDA kernels registered", info["cuda_kernels_registered"]),

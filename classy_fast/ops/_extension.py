@@ -111,6 +111,7 @@ def build_info() -> dict:
         "build_torch_version": getattr(_C, "build_torch_version", None),
         "build_compiler": getattr(_C, "build_compiler", None),
         "cpu_kernel_isa": _cpu_kernel_isa(),
+        "optim_cpu_kernel_isa": _optim_cpu_kernel_isa(),
     }
 
 
@@ -120,3 +121,10 @@ def _cpu_kernel_isa() -> Optional[str]:
         return None
     cap = torch.backends.cpu.get_cpu_capability()
     return "avx2" if cap in ("AVX2", "AVX512") else "default"
+
+
+def _optim_cpu_kernel_isa() -> Optional[str]:
+    # Mirrors csrc/optim_cpu_default.cpp: the optimizer loops also have an AVX-512 build.
+    if not EXTENSION_AVAILABLE:
+        return None
+    return {"AVX512": "avx512", "AVX2": "avx2"}.get(torch.backends.cpu.get_cpu_capability(), "default")
