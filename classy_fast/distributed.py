@@ -229,9 +229,12 @@ def set_progress_source(source: Optional[Callable[[], Any]]) -> None:
         _watchdog.progress_source = source
 
 
+_shut_down = False
+
+
 def shutdown() -> None:
     """End a successful run: wait for every rank, stop the watchdog, destroy the process group."""
-    global _watchdog
+    global _watchdog, _shut_down
     if not is_distributed():
         return
     dist.barrier()
@@ -239,6 +242,18 @@ def shutdown() -> None:
         _watchdog.stop()
         _watchdog = None
     dist.destroy_process_group()
+    _shut_down = True
+
+
+def exit_process(code: int) -> None:
+    """How a command-line entry point ends: after a process group has existed, without the
+    interpreter's teardown (objects that still hold the group's transport threads, e.g. the DDP
+    wrapper, are then destroyed in no defined order at exit, and a joinable thread destroyed there
+    aborts the process with "terminate called without an active exception" after a run that
+    succeeded); otherwise a normal exit."""
+    if _shut_down:
+        exit_now(code)
+    sys.exit(code)
 
 
 def fail(error: BaseException) -> str:

@@ -110,4 +110,4 @@ def _error(code: int, error: BaseException, message) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    distributed.exit_process(main())

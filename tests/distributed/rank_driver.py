@@ -64,4 +64,4 @@ HOOKS.register("fault", lambda options, cfg: FaultHook(**options), override=True
 if __name__ == "__main__":
     from classy_fast.train import main
 
-    sys.exit(main(sys.argv[1:]))
+    distributed.exit_process(main(sys.argv[1:]))

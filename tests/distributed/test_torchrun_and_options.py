@@ -66,3 +66,12 @@ def test_single_process_ddp_runs_the_distributed_path_on_one_process(tmp_path):
     assert "distributed: 1 processes (single launch), backend gloo" in r.stderr
     assert "DDP over 1 ranks" in r.stderr and "ZeroRedundancyOptimizer over 1 ranks" in r.stderr
     assert [m["phase_type"] for m in read_metrics(out)] == ["train", "test"]
+
+
+def test_exit_process_is_a_normal_exit_when_no_process_group_was_shut_down():
+    """Only after a process group existed does the CLI skip the interpreter's teardown (os._exit)."""
+    from classy_fast import distributed
+
+    with pytest.raises(SystemExit) as exc:
+        distributed.exit_process(3)
+    assert exc.value.code == 3
