@@ -166,8 +166,12 @@ import torch
 from classy_fast.ops import extension_info
 info = extension_info()
 name = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+# The extension links libgomp (-fopenmp) expecting torch's own copy under the same soname: more
+# than one OpenMP runtime in the process means torch.set_num_threads no longer governs our loops.
+gomp = sorted({line.split()[-1] for line in open("/proc/self/maps") if "gomp" in line})
+print("OpenMP runtimes loaded:", gomp)
 print(f"KEY: {name}, torch {torch.__version__}, CUDA kernels {'yes' if info['cuda_kernels'] else 'NO'} "
-      f"({';'.join(info['cuda_archs']) or '-'})")
+      f"({';'.join(info['cuda_archs']) or '-'}), OpenMP runtimes {len(gomp)}")
 raise SystemExit(0 if torch.cuda.is_available() and info["cuda_kernels"] else 1)
 EOF
 }
