@@ -210,7 +210,7 @@ class FusedOptimizer(torch.optim.Optimizer):
         params = [p for group in self.param_groups for p in group["params"]]
         grads = [p.grad for p in params]
         has_grad = [g is not None for g in grads]
-        plan = getattr(self, "_plan", None)  # absent on an optimizer unpickled by torch's __setstate__
+        plan = self._plan
         if plan is None or not plan.valid_for(self, params, has_grad):
             plan = self._plan = self._build_plan(params, grads, has_grad)
         for b in plan.batches:
@@ -263,7 +263,19 @@ class FusedOptimizer(torch.optim.Optimizer):
     def _max_norm_arg(self) -> float:
         return 0.0 if self.max_grad_norm is None else self.max_grad_norm
 
-    # ------------------------------------------------------------------ checkpoints
+    # ------------------------------------------------------------------ copies and checkpoints
+
+    def __getstate__(self) -> Dict[str, Any]:
+        # torch's Optimizer pickles / deep-copies only defaults, state and param_groups; keep our
+        # settings too. Never the step plan: it is rebuilt on the copy's first step.
+        state = super().__getstate__()
+        state.update(max_grad_norm=self.max_grad_norm, master_weights=self.master_weights, impl=self.impl,
+                     last_grad_norm=self.last_grad_norm)
+        return state
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self._plan = None
 
     def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
         """torch's load_state_dict, except that (1) each group keeps its own lr tensor and receives

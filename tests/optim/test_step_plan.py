@@ -127,3 +127,20 @@ def test_plan_does_not_keep_grads_alive_after_the_step():
     refs = [weakref.ref(p.grad) for p in params]
     opt.zero_grad(set_to_none=True)
     assert all(r() is None for r in refs)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_deep_copy_keeps_the_settings_and_steps_like_the_original(impl):
+    """torch's Optimizer copies only defaults, state and groups: our settings must come along."""
+    params = _params()
+    opt = FusedSGD(params, lr=0.1, momentum=0.9, max_grad_norm=0.5, impl=impl)
+    _set_grads(params, 0)
+    opt.step()
+    twin_params, twin = copy.deepcopy((params, opt))  # one memo: the copy's groups hold the copied params
+    assert (twin.max_grad_norm, twin.impl) == (0.5, impl)
+    _set_grads(params, 1)
+    _set_grads(twin_params, 1)
+    opt.step()
+    twin.step()
+    for a, b in zip(params, twin_params):
+        torch.testing.assert_close(a.detach(), b.detach(), rtol=0, atol=0)
