@@ -94,7 +94,9 @@ def _grad_loss_fp32(grad_loss, logits):
 
 
 def _may_write_in_place(ctx, logits) -> bool:
-    return ctx.inplace_backward and logits.is_contiguous()
+    # The same rule as the loss ops' C++ backward (csrc/cross_entropy_loss.cpp): never over a leaf
+    # (a user's tensor, not an activation) nor while a graph of the gradient is being built.
+    return ctx.inplace_backward and logits.is_contiguous() and not logits.is_leaf and not torch.is_grad_enabled()
 
 
 def _overwritten(logits: torch.Tensor) -> torch.Tensor:
@@ -170,7 +172,7 @@ def _soft_backward(ctx, grad_loss, _grad_lse):
         grad = _overwritten(logits)
     else:
         grad = ops.soft_cross_entropy_bwd(g, logits, target, lse, ctx.label_smoothing)
-    # Soft targets are data here (as in F.cross_entropy's fused path): no gradient for them.
+    # The kernels give soft targets no gradient (torch's composite F.cross_entropy would).
     return grad, None, None, None
 
 
