@@ -45,6 +45,9 @@ class EMAConfig:
     """Average floating-point buffers (BatchNorm running statistics) too; false copies them from the model."""
     evaluate: bool = True
     """Evaluate the EMA weights in every test phase too: top1_ema, top5_ema, loss_ema in the test metrics."""
+    precise_bn: bool = True
+    """With precise_bn.enabled: recompute the EMA model's BatchNorm statistics through the EMA weights at each
+    train phase end (the live model's statistics, averaged or copied, belong to other weights)."""
 
 
 @dataclass

@@ -329,9 +329,13 @@ class ClassificationTask:
         }
 
     def load_state_dict(self, state: Dict[str, Any], weights_only: bool = False) -> None:
-        """Restore a checkpoint. ``weights_only`` loads only the model (test-only runs, fine-tuning)."""
+        """Restore a checkpoint. ``weights_only`` (test-only runs) loads the model and the hooks that hold
+        weights to evaluate (``restore_in_test_only``: the EMA), not the training progress."""
         self.model.load_state_dict(state["model"])
         if weights_only:
+            for hook in self.hooks:
+                if hook.restore_in_test_only and hook.key in state.get("hooks", {}):
+                    hook.load_state_dict(state["hooks"][hook.key])
             return
         lr_tensors = [g["lr"] for g in self.optimizer.param_groups]
         self.optimizer.load_state_dict(state["optimizer"])

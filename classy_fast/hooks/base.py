@@ -15,6 +15,9 @@ class ClassyHook:
 
     #: Key of this hook's state in checkpoints (defaults to the class name).
     name: str = ""
+    #: A test-only run (``--eval-only --resume``) loads the model and the states of the hooks that set
+    #: this: those holding weights to evaluate (the EMA), not training progress.
+    restore_in_test_only: bool = False
 
     def on_start(self, task) -> None:
         """Once, before the first phase (after a resume has been loaded)."""

@@ -12,7 +12,13 @@ from the model; integer buffers (num_batches_tracked) are always copied.
 In every test phase the hook also evaluates the EMA weights over the test set and adds
 ``loss_ema``, ``top1_ema``, ``top5_ema`` (one key per meter value, suffixed) to the phase metrics;
 it runs before the loggers and metrics files so they record them. Its state (the EMA weights and
-update count) goes into checkpoints with the hooks' states.
+update count) goes into checkpoints with the hooks' states; a test-only run
+(``--eval-only --resume CKPT --set ema.enabled=true``) loads it and reports the ``_ema`` metrics too.
+
+With precise BN enabled (and ``ema.precise_bn``, the default), the EMA model's BatchNorm statistics
+are recomputed at each train phase end through the EMA weights, on the same batches as the model's:
+running statistics averaged over the training run (or copied from the live model) describe the
+activations of other weights.
 """
 
 from __future__ import annotations
@@ -26,21 +32,12 @@ from torch import nn
 
 from .. import distributed
 from ..meters import LossMeter, build_meters
+from ..models import unwrap_model
 from ..recipe_config import EMAConfig
 from .base import ClassyHook
+from .precise_bn import bn_layers_in_training, recompute_bn_stats
 
 log = logging.getLogger("classy_fast")
-
-
-def unwrap_model(model: nn.Module) -> nn.Module:
-    """The plain module under DDP (``.module``) and torch.compile (``._orig_mod``) wrappers."""
-    while True:
-        if isinstance(model, nn.parallel.DistributedDataParallel) or type(model).__name__ == "DistributedDataParallel":
-            model = model.module
-        elif hasattr(model, "_orig_mod") and isinstance(model._orig_mod, nn.Module):
-            model = model._orig_mod
-        else:
-            return model
 
 
 def _fused_ema_update():
@@ -140,6 +137,7 @@ def evaluate(model: nn.Module, data, task) -> Dict[str, float]:
 
 class EMAHook(ClassyHook):
     name = "ema"
+    restore_in_test_only = True  # --eval-only --resume CKPT --set ema.enabled=true evaluates the EMA weights too
 
     def __init__(self, cfg: EMAConfig):
         if cfg.every_n_updates < 1:
@@ -150,7 +148,9 @@ class EMAHook(ClassyHook):
         self._seen_updates = 0
 
     def on_start(self, task) -> None:
-        if task.cfg.test_only:
+        if task.cfg.test_only and self._pending_state is None:
+            log.warning("ema.enabled in a test-only run, but no EMA state was loaded (pass --resume with a "
+                        "checkpoint of a run that kept an EMA): only the model is evaluated")
             return
         self.ema = ModelEMA(unwrap_model(task.model), self.cfg.decay, self.cfg.warmup, self.cfg.include_buffers)
         if self._pending_state is not None:  # loaded from a checkpoint before the model existed here
@@ -172,6 +172,8 @@ class EMAHook(ClassyHook):
         if task.phase["type"] == "train":
             if not self.cfg.include_buffers:  # e.g. after precise BN recomputed the model's statistics
                 self.ema.copy_buffers()
+            if self.cfg.precise_bn and task.cfg.precise_bn.enabled:
+                self._precise_bn(task)
             return
         if self.cfg.evaluate:
             metrics = evaluate(self.ema.module, task.test_data, task)
@@ -179,6 +181,14 @@ class EMAHook(ClassyHook):
             if distributed.is_primary():
                 log.info("test epoch %d EMA weights: %s", task.phase["epoch"] + 1,
                          " ".join(f"{k}_ema={v:.4f}" for k, v in metrics.items()))
+
+    def _precise_bn(self, task) -> None:
+        """Recompute the EMA model's statistics through the EMA weights, on the batches the precise BN
+        hook used for the model's, for the BatchNorm layers the model trains (a frozen trunk's stay)."""
+        trained = {id(m) for m in bn_layers_in_training(unwrap_model(task.model))}
+        ema_modules = dict(self.ema.module.named_modules())
+        layers = [ema_modules[name] for name, m in unwrap_model(task.model).named_modules() if id(m) in trained]
+        recompute_bn_stats(self.ema.module, task, task.cfg.precise_bn.num_samples, layers)
 
     def state_dict(self) -> Dict[str, Any]:
         if self.ema is not None:

@@ -21,7 +21,8 @@ from torch import nn
 
 from .. import distributed
 from .base import ClassyHook
-from .ema import EMAHook, unwrap_model
+from ..models import unwrap_model
+from .ema import EMAHook
 
 log = logging.getLogger("classy_fast")
 

@@ -22,7 +22,7 @@ import torch
 
 from .. import distributed
 from .base import ClassyHook
-from .ema import unwrap_model
+from ..models import unwrap_model
 
 log = logging.getLogger("classy_fast")
 

@@ -9,7 +9,7 @@ from ..config import ModelConfig
 from ..registry import MODELS
 from .small_resnet import SmallResNet
 
-__all__ = ["SmallResNet", "build_model", "adapt_input_channels"]
+__all__ = ["SmallResNet", "build_model", "adapt_input_channels", "unwrap_model"]
 
 
 @MODELS.register("small_resnet")
@@ -67,3 +67,14 @@ _register_torchvision_models()
 
 def build_model(cfg: ModelConfig, num_classes: int, in_channels: int) -> nn.Module:
     return MODELS.get(cfg.name)(cfg, num_classes, in_channels)
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The plain module under DDP (``.module``) and torch.compile (``._orig_mod``) wrappers."""
+    while True:
+        if isinstance(model, nn.parallel.DistributedDataParallel) or type(model).__name__ == "DistributedDataParallel":
+            model = model.module
+        elif hasattr(model, "_orig_mod") and isinstance(model._orig_mod, nn.Module):
+            model = model._orig_mod
+        else:
+            return model

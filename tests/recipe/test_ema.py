@@ -14,6 +14,7 @@ from classy_fast.hooks.ema import ModelEMA
 from classy_fast.task import ClassificationTask
 
 from ..conftest import tiny_config_dict
+from . import models  # noqa: F401  (registers test_one_bn)
 
 
 @pytest.mark.parametrize("fused", [True, False])
@@ -87,3 +88,57 @@ def test_ema_hook_reports_ema_metrics_and_checkpoints_its_state(tmp_path):
     evaluator = make_task(tmp_path, "eval", test_only=True)
     evaluator.model.load_state_dict(saved["module"])
     assert evaluator.run()["top1"] == result["top1_ema"]
+
+
+def test_eval_only_run_evaluates_the_checkpointed_ema_weights(tmp_path, caplog):
+    torch.set_num_threads(1)
+    trained = make_task(tmp_path, "run").run()
+    state = load_checkpoint(os.path.join(tmp_path, "run", "checkpoints", "last.pt"))
+    evaluator = make_task(tmp_path, "eval", test_only=True)
+    evaluator.load_state_dict(state, weights_only=True)
+    result = evaluator.run()
+    assert result["top1"] == trained["top1"] and result["loss"] == pytest.approx(trained["loss"])
+    assert result["top1_ema"] == trained["top1_ema"] and result["loss_ema"] == pytest.approx(trained["loss_ema"])
+    assert evaluator.num_updates == 0  # the weights came, not the training progress
+
+    # A checkpoint without an EMA: the model is still evaluated, and the log says why no _ema metrics.
+    del state["hooks"]["ema"]
+    plain = make_task(tmp_path, "eval_plain", test_only=True)
+    plain.load_state_dict(state, weights_only=True)
+    with caplog.at_level("WARNING", logger="classy_fast"):
+        result = plain.run()
+    assert result["top1"] == trained["top1"] and "top1_ema" not in result
+    assert "no EMA state was loaded" in caplog.text
+
+
+def bn_stats_through(model, batches):
+    """Mean over batches of the per-batch mean / unbiased variance of ``model.conv``'s output (precise BN by hand)."""
+    with torch.no_grad():
+        feats = [model.conv(x) for x in batches]
+    means = torch.stack([f.mean(dim=(0, 2, 3)) for f in feats]).mean(dim=0)
+    variances = torch.stack([f.transpose(0, 1).reshape(f.shape[1], -1).var(dim=1) for f in feats]).mean(dim=0)
+    return means, variances
+
+
+@pytest.mark.parametrize("ema_precise_bn", [True, False])
+def test_precise_bn_recomputes_the_ema_statistics_through_the_ema_weights(tmp_path, ema_precise_bn):
+    torch.set_num_threads(1)
+    d = tiny_config_dict(tmp_path / "run", epochs=1, model={"name": "test_one_bn", "width": 3},
+                         precise_bn={"enabled": True, "num_samples": 20},  # 2 batches of 16
+                         ema={"enabled": True, "decay": 0.5, "precise_bn": ema_precise_bn})
+    cfg = config_from_dict(d, "test")
+    task = ClassificationTask(cfg, hooks=build_hooks(cfg))
+    task.run()
+    ema = next(h for h in task.hooks if isinstance(h, EMAHook)).ema.module
+    assert not ema.training and not ema.bn.training  # modes restored after the recompute
+    task.train_data.resume_at(0, 0)
+    batches = [x for x, _ in list(task.train_data)[:2]]
+    model_stats = bn_stats_through(task.model, batches)
+    torch.testing.assert_close((task.model.bn.running_mean, task.model.bn.running_var), model_stats)
+    ema_stats = bn_stats_through(ema, batches)
+    assert not torch.allclose(ema_stats[0], model_stats[0])  # the EMA weights differ from the model's
+    got = (ema.bn.running_mean, ema.bn.running_var)
+    if ema_precise_bn:
+        torch.testing.assert_close(got, ema_stats)
+    else:  # the EMA of the running statistics seen during training
+        assert not torch.allclose(got[0], ema_stats[0])
