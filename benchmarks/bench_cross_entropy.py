@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from classy_fast.ops import cross_entropy, cuda_kernels_available, extension_available
+from hbm_peak import peak_gbps
 
 BATCHES = (256, 4096)
 CLASSES = (1000, 21843, 128000)
@@ -184,9 +185,10 @@ if pytest is not None:
 # ---- script mode ----
 
 
-def summarize(results: List[Result]) -> str:
+def summarize(results: List[Result], peak: Optional[float] = None) -> str:
     """One line for the GPU check's summary table, per dtype: the speedup at C = 1000 (the
-    launch-bound target, >= 2x) and the bandwidth at C >= 21843 (the >= 80%-of-HBM target)."""
+    launch-bound target, >= 2x) and the bandwidth at C >= 21843 (the >= 80%-of-HBM target), as a
+    percentage of ``peak`` GB/s when the card's peak is known."""
     parts = []
     for dtype_name in dict.fromkeys(r.dtype for r in results):
         rs = [r for r in results if r.dtype == dtype_name]
@@ -195,6 +197,8 @@ def summarize(results: List[Result]) -> str:
         big = [r.fused_gbps for r in rs if r.classes >= 21843 and r.fused_gbps is not None]
         if big:
             part += f", C>=21843 {min(big):.0f}-{max(big):.0f} GB/s"
+            if peak:
+                part += f" = {100 * min(big) / peak:.0f}-{100 * max(big) / peak:.0f}% of peak"
         parts.append(part)
     return "fused vs torch: " + "; ".join(parts)
 
@@ -226,7 +230,10 @@ def main(argv: Optional[List[str]] = None) -> int:
             r = run_case(batch, classes, dtype_name, args.device)
             results.append(r)
             print(r.row(), flush=True)
-    print("KEY: " + summarize(results))
+    peak = peak_gbps(args.device)
+    if peak:
+        print(f"HBM peak of this card: {peak:.0f} GB/s (benchmarks/hbm_peak.py)")
+    print("KEY: " + summarize(results, peak))
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"device": name, "results": [asdict(r) for r in results]}, f, indent=1)

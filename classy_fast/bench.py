@@ -25,15 +25,19 @@ import argparse
 import gc
 import json
 import logging
+import os
 import statistics
 import sys
 import time
-from typing import Callable, Dict, List, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 
 log = logging.getLogger("classy_fast")
+
+
+MODES = ("baseline", "eager", "graphs", "compile", "compile_graphs")
 
 
 def make_batches(n: int, batch_size: int, channels: int, size: int, num_classes: int, device: torch.device):
@@ -125,7 +129,10 @@ def classy_task(args, device: torch.device, num_classes: int, cuda_graphs: bool,
     return task
 
 
-def run(args) -> Dict:
+def run(args, on_mode: Optional[Callable[[Dict], None]] = None) -> Dict:
+    """Time every mode; ``on_mode(record)`` is called after each one with the record so far, so a
+    run stopped later (a timeout, a crash in a later mode) keeps what it measured. A mode that
+    raises is recorded with its error and the others still run."""
     device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
@@ -137,40 +144,54 @@ def run(args) -> Dict:
     batches = make_batches(args.distinct_batches, args.batch_size, 3, args.image_size, args.num_classes, device)
     if args.channels_last:  # as a channels_last data pipeline would deliver them, for every mode alike
         batches = [(x.contiguous(memory_format=torch.channels_last), y) for x, y in batches]
-    results: Dict[str, Dict] = {}
+    record = {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "torch": torch.__version__,
+        "config": {k: v for k, v in vars(args).items() if k != "json"},
+        "results": {},
+    }
+    results: Dict[str, Dict] = record["results"]
     for mode in modes:
         torch.manual_seed(0)
-        if mode == "baseline":
-            step = baseline_step(args, device, args.num_classes)
-        else:
-            task = classy_task(args, device, args.num_classes, cuda_graphs=mode in ("graphs", "compile_graphs"),
-                               compile_model=mode in ("compile", "compile_graphs"))
-            step = task._train_step
-        rates, warmup_s = time_mode(step, batches, args.warmup, args.steps, args.windows, device)
-        results[mode] = {"images_per_sec": statistics.median(rates), "windows": rates, "warmup_s": warmup_s}
+        step = task = None
+        try:
+            if mode == "baseline":
+                step = baseline_step(args, device, args.num_classes)
+            else:
+                task = classy_task(args, device, args.num_classes, cuda_graphs=mode in ("graphs", "compile_graphs"),
+                                   compile_model=mode in ("compile", "compile_graphs"))
+                step = task._train_step
+            rates, warmup_s = time_mode(step, batches, args.warmup, args.steps, args.windows, device)
+            results[mode] = {"images_per_sec": statistics.median(rates), "windows": rates, "warmup_s": warmup_s}
+        except Exception as exc:  # noqa: BLE001 - one mode's failure must not lose the others' figures
+            log.exception("mode %s failed", mode)
+            results[mode] = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"}
         step = task = None
         gc.collect()
         if device.type == "cuda":
             torch.cuda.empty_cache()
-    base = results.get("baseline", {}).get("images_per_sec")
-    for r in results.values():
-        r["ratio_to_baseline"] = r["images_per_sec"] / base if base else None
-    return {
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "torch": torch.__version__,
-        "config": {k: v for k, v in vars(args).items() if k != "json"},
-        "results": results,
-    }
+        base = results.get("baseline", {}).get("images_per_sec")
+        for r in results.values():
+            if "images_per_sec" in r:
+                r["ratio_to_baseline"] = r["images_per_sec"] / base if base else None
+        if on_mode is not None:
+            on_mode(record)
+    return record
 
 
-def print_table(record: Dict) -> None:
+def print_header(record: Dict) -> None:
     cfg = record["config"]
     print(f"# {cfg['model']} bs={cfg['batch_size']} {cfg['image_size']}px amp={cfg['amp']} "
           f"channels_last={cfg['channels_last']} on {record['device']} (torch {record['torch']})")
-    print(f"{'mode':<15} {'img/s':>10} {'vs baseline':>12} {'warm-up s':>10}")
-    for mode, r in record["results"].items():
-        ratio = f"{r['ratio_to_baseline']:.2f}x" if r["ratio_to_baseline"] else "-"
-        print(f"{mode:<15} {r['images_per_sec']:>10.1f} {ratio:>12} {r['warmup_s']:>10.1f}")
+    print(f"{'mode':<15} {'img/s':>10} {'vs baseline':>12} {'warm-up s':>10}", flush=True)
+
+
+def print_row(mode: str, r: Dict) -> None:
+    if "error" in r:
+        print(f"{mode:<15} failed: {r['error']}", flush=True)
+        return
+    ratio = f"{r['ratio_to_baseline']:.2f}x" if r["ratio_to_baseline"] else "-"
+    print(f"{mode:<15} {r['images_per_sec']:>10.1f} {ratio:>12} {r['warmup_s']:>10.1f}", flush=True)
 
 
 def main(argv=None) -> int:
@@ -191,12 +212,26 @@ def main(argv=None) -> int:
     p.add_argument("--modes", default="", help="comma list to run a subset: baseline,eager,graphs,compile,compile_graphs")
     p.add_argument("--json", help="write the record to this file")
     args = p.parse_args(argv)
-    record = run(args)
-    print_table(record)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(record, f, indent=2)
-    return 0
+    unknown = [m for m in args.modes.split(",") if m and m not in MODES]
+    if unknown:
+        p.error(f"--modes: unknown mode(s) {', '.join(unknown)}; choose from {', '.join(MODES)}")
+
+    def on_mode(record: Dict) -> None:  # print and save each mode as it finishes
+        if len(record["results"]) == 1:
+            print_header(record)
+        print_row(*list(record["results"].items())[-1])
+        if args.json:
+            write_json(record, args.json)
+
+    record = run(args, on_mode)
+    return 1 if any("error" in r for r in record["results"].values()) else 0
+
+
+def write_json(record: Dict, path: str) -> None:
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(record, f, indent=2)
+    os.replace(tmp, path)
 
 
 if __name__ == "__main__":
