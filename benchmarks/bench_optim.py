@@ -34,7 +34,7 @@ Timing: CUDA events around each step after warm-up, median; CPU perf_counter, be
 On CUDA, classy_fast and torch fused are also timed as a replayed CUDA graph of the same step
 ("graph ms"; torch's AdamW built with capturable=True): the device time without the host path
 (Python, dispatch, launches) that the eager column includes, which is what a whole-step graph
-runs. "% peak" is that GB/s over the card's HBM peak (hbm_peak.py: H100 SXM 3.35 TB/s, H200 4.8 TB/s): the
+runs. "% peak" is that GB/s over the card's HBM peak (device_time.py: H100 SXM 3.35 TB/s, H200 4.8 TB/s): the
 issue's 80% target. The header (and KEY line) also gives the GB/s of a graphed device-to-device
 copy of the same bytes: what streaming reaches on that card in practice.
 """
@@ -51,7 +51,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 import torch
 
 from classy_fast.optim import FusedAdamW, FusedSGD, fused_optimizers_available
-from hbm_peak import peak_gbps
+from device_time import capture, peak_gbps
 
 SGD_KW = dict(lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-5)
 ADAMW_KW = dict(lr=1e-3, weight_decay=0.05)
@@ -164,20 +164,8 @@ GRAPHED_IMPLS = ("classy_fast", "torch fused")
 
 def graphed_ms(fn: Callable[[], None], iters: int, warmup: int) -> Optional[float]:
     """Median ms of replaying a CUDA graph of fn, or None when fn cannot be captured."""
-    try:
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            for _ in range(3):  # warm-up off the capture stream, as torch's graph docs require
-                fn()
-        torch.cuda.current_stream().wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            fn()
-    except Exception as exc:  # noqa: BLE001 - report and go on: one peer's limitation
-        print(f"  (capture failed: {type(exc).__name__}: {str(exc).splitlines()[0][:120]})", file=sys.stderr)
-        return None
-    return time_ms(graph.replay, "cuda", iters, warmup)
+    graph = capture(fn)
+    return time_ms(graph.replay, "cuda", iters, warmup) if graph is not None else None
 
 
 def copy_roofline_gbps(bytes_moved: int, iters: int, warmup: int) -> Optional[float]:
