@@ -15,79 +15,32 @@ import torch.nn.functional as F
 from classy_fast.ops import (
     cross_entropy,
     cross_entropy_reference,
-    cuda_kernels_available,
     extension_available,
     mixup_cross_entropy,
     mixup_cross_entropy_reference,
 )
 from classy_fast.ops.reference import mixup_soft_target
+from tests.ops._ce_cases import (
+    CUDA,
+    DEVICES,
+    DTYPES,
+    TOL,
+    TOL64,
+    _assert_close,
+    _fused_and_reference,
+    _labels,
+    _logits,
+    _skip_unless_fused,
+)
 
 pytestmark = pytest.mark.skipif(
     not extension_available(),
     reason="classy_fast._C is not built (pip install --no-build-isolation --no-deps -e .); fused ops untestable",
 )
 
-CUDA = torch.cuda.is_available()
-DEVICES = [
-    "cpu",
-    pytest.param("cuda", marks=[pytest.mark.cuda, pytest.mark.skipif(not CUDA, reason="needs a CUDA device")]),
-]
-DTYPES = [torch.float32, torch.bfloat16, torch.float16]
-
-# Tolerances per logits dtype. Loss: fp32 math on the same (exactly upcast) inputs, so only
-# exp/log rounding and summation order differ. Grad: one rounding to the logits' dtype on
-# each side, so up to ~1-2 ulps of that dtype apart.
-TOL = {
-    torch.float32: {"loss": dict(rtol=2e-5, atol=2e-5), "grad": dict(rtol=1e-4, atol=1e-7)},
-    torch.bfloat16: {"loss": dict(rtol=2e-5, atol=2e-5), "grad": dict(rtol=1.6e-2, atol=1e-6)},
-    torch.float16: {"loss": dict(rtol=2e-5, atol=2e-5), "grad": dict(rtol=2e-3, atol=1e-7)},
-}
-# Against float64 references the fp32 kernels' own rounding over up to ~2e4 classes shows.
-TOL64 = {
-    torch.float32: {"loss": dict(rtol=1e-5, atol=1e-5), "grad": dict(rtol=1e-4, atol=1e-7)},
-    torch.bfloat16: {"loss": dict(rtol=1e-5, atol=1e-5), "grad": dict(rtol=1.6e-2, atol=1e-6)},
-    torch.float16: {"loss": dict(rtol=1e-5, atol=1e-5), "grad": dict(rtol=2e-3, atol=1e-7)},
-}
-
 # B in {1, 3, 17, 64} x C in {1, 2, 7, 1000, 1025}, plus 21843 classes with small batches.
 SHAPES = [(b, c) for b in (1, 3, 17, 64) for c in (1, 2, 7, 1000, 1025)] + [(1, 21843), (3, 21843)]
 SOFT_SHAPES = [(1, 1), (3, 7), (17, 1025), (64, 1000), (2, 21843)]
-
-
-def _skip_unless_fused(device: str) -> None:
-    if device == "cuda" and not cuda_kernels_available():
-        pytest.skip("classy_fast._C was built without CUDA kernels")
-
-
-def _logits(b, c, dtype, device, seed=0, scale=3.0, requires_grad=True):
-    g = torch.Generator().manual_seed(seed * 1000 + b * 31 + c)
-    x = (torch.randn(b, c, generator=g) * scale).to(dtype=dtype, device=device)
-    return x.requires_grad_(requires_grad)
-
-
-def _labels(b, c, device, seed=1, ignore_every=0, ignore_index=-100):
-    g = torch.Generator().manual_seed(seed * 7 + b * 13 + c)
-    t = torch.randint(0, c, (b,), generator=g)
-    if ignore_every:
-        t[::ignore_every] = ignore_index
-    return t.to(device)
-
-
-def _fused_and_reference(fn_fused, fn_ref, x):
-    """Loss and grad of the fused op, and of the reference on a copy of the same logits."""
-    x_ref = x.detach().clone().requires_grad_(True)
-    loss = fn_fused(x)
-    loss_ref = fn_ref(x_ref)
-    assert loss.dtype == torch.float32
-    weight = torch.linspace(0.5, 1.5, loss.numel(), device=x.device).reshape(loss.shape)
-    (loss * weight).sum().backward()
-    (loss_ref * weight).sum().backward()
-    assert x.grad.dtype == x.dtype
-    return loss, loss_ref, x.grad, x_ref.grad
-
-
-def _assert_close(actual, expected, tol, what):
-    torch.testing.assert_close(actual, expected.to(actual.dtype), **tol, msg=lambda m: f"{what}: {m}")
 
 
 # ---- index targets ----
