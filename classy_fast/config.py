@@ -181,6 +181,10 @@ class CheckpointConfig:
     """Also keep a periodic copy per checkpoint (phase_XXXX.pt)."""
     every_n_steps: int = 0
     """Also write last.pt every N train steps inside a phase (0: only at phase ends); lets a killed run resume mid-epoch."""
+    best_metric: Optional[str] = None
+    """Test metric to keep the best checkpoint by ('top1', 'loss', 'top1_ema', ...): OUTPUT/checkpoints/best.pt after each test phase that improves it. None: no best checkpoint."""
+    best_mode: str = "auto"
+    """'max' or 'min' (is higher better?); 'auto': 'min' for metrics named loss*, else 'max'."""
 
 
 @dataclass

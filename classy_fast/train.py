@@ -94,8 +94,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 0
     out = os.path.abspath(cfg.output_dir)
     print(f"done: test top1={metrics.get('top1', float('nan')):.4f} loss={metrics.get('loss', float('nan')):.4f}")
+    checkpoints = [] if cfg.test_only or not cfg.hooks.checkpoint.enabled else ["last.pt"] + (
+        ["best.pt"] if os.path.exists(os.path.join(out, "checkpoints", "best.pt")) else [])
     print(f"outputs: {out}/config.yaml, {out}/metrics.jsonl, {out}/metrics.csv"
-          + ("" if cfg.test_only or not cfg.hooks.checkpoint.enabled else f", {out}/checkpoints/last.pt"))
+          + "".join(f", {out}/checkpoints/{name}" for name in checkpoints))
     return 0
 
 

@@ -66,5 +66,5 @@ def build_hooks(cfg: TrainConfig) -> List[ClassyHook]:
     c = h.checkpoint
     if c.enabled:
         hooks.append(CheckpointHook(os.path.join(cfg.output_dir, "checkpoints"), c.every_n_phases, c.keep_last,
-                                    c.save_periodic, c.every_n_steps))
+                                    c.save_periodic, c.every_n_steps, c.best_metric, c.best_mode))
     return hooks
