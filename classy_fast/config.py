@@ -17,8 +17,8 @@ from typing import Any, Dict, List, Literal, Optional, Tuple
 
 import yaml
 
-from .recipe_config import (EMAConfig, ExportConfig, FinetuneConfig, MixupConfig, PreciseBNConfig,
-                            PredictionsConfig)
+from .recipe_config import (EarlyStoppingConfig, EMAConfig, ExportConfig, FinetuneConfig, MixupConfig,
+                            PreciseBNConfig, PredictionsConfig)
 
 
 class ConfigError(ValueError):
@@ -229,6 +229,8 @@ class HooksConfig:
     """Export the trained model (torch.export or TorchScript) at the end of the run."""
     predictions: PredictionsConfig = field(default_factory=PredictionsConfig)
     """Per-sample predictions of the last test phase as CSV (id, predicted, target)."""
+    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
+    """Stop when a test metric stops improving."""
 
 
 @dataclass

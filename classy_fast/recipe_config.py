@@ -92,3 +92,17 @@ class PredictionsConfig:
     """Write one CSV row per test sample (id, predicted, target) after the last test phase."""
     path: Optional[str] = None
     """Output file (None: OUTPUT/predictions.csv)."""
+
+
+@dataclass
+class EarlyStoppingConfig:
+    enabled: bool = False
+    """Stop training when a test metric has not improved for `patience` test phases in a row."""
+    metric: str = "top1"
+    """Test metric to watch ('top1', 'loss', 'top1_ema', ...)."""
+    mode: Literal["auto", "max", "min"] = "auto"
+    """'max' or 'min' (is higher better?); 'auto': 'min' for metrics named loss*, else 'max'."""
+    patience: int = 5
+    """Test phases without an improvement before the run stops."""
+    min_delta: float = 0.0
+    """Smallest change of the metric that counts as an improvement."""

@@ -123,6 +123,7 @@ class ClassificationTask:
         self.last_phase_metrics: Dict[str, Any] = {}
         self.data_wait_seconds = 0.0
         self.failed = False
+        self.stop_reason: Optional[str] = None  # set by request_stop (early stopping): no further phases
 
     # ------------------------------------------------------------------ plan
     def _plan_phases(self) -> List[Dict[str, Any]]:
@@ -223,7 +224,7 @@ class ClassificationTask:
             save_config(self.cfg, os.path.join(self.cfg.output_dir, "config.yaml"))
         self._call("on_start")
         try:
-            while self.phase_index < len(self.phases):
+            while self.phase_index < len(self.phases) and self.stop_reason is None:
                 self.run_phase()
         except BaseException:
             self.failed = True
@@ -360,6 +361,12 @@ class ClassificationTask:
             self.phase = self.phases[self.phase_index]
         set_rng_state(state["rng"])
         self.parallel.load_state_dict(state.get("distributed"), self)  # per-rank RNG, world-size checks
+
+    def request_stop(self, reason: str) -> None:
+        """End the run after the current phase (hooks call it, e.g. early stopping): ``on_end`` still runs."""
+        self.stop_reason = reason
+        if distributed.is_primary():
+            log.info("stopping the run: %s", reason)
 
     # ------------------------------------------------------------------ hooks
     def _call(self, event: str) -> None:

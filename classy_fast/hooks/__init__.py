@@ -10,6 +10,7 @@ from ..registry import HOOKS
 from .base import ClassyHook
 from .checkpoint import CheckpointHook
 from .complexity import ModelComplexityHook
+from .early_stopping import EarlyStoppingHook
 from .ema import EMAHook
 from .export import ExportHook
 from .logging import ConsoleLoggerHook
@@ -22,7 +23,7 @@ from .tensorboard import TensorboardHook
 from .time_to_accuracy import TimeToAccuracyHook
 
 __all__ = [
-    "ClassyHook", "CheckpointHook", "ConsoleLoggerHook", "EMAHook", "ExportHook", "MetricsFilesHook",
+    "ClassyHook", "CheckpointHook", "ConsoleLoggerHook", "EarlyStoppingHook", "EMAHook", "ExportHook", "MetricsFilesHook",
     "ModelComplexityHook", "PreciseBNHook", "PredictionsHook", "ProfilerHook", "ProgressBarHook", "TensorboardHook",
     "TimeToAccuracyHook", "build_hooks",
 ]
@@ -46,6 +47,8 @@ def build_hooks(cfg: TrainConfig) -> List[ClassyHook]:
         hooks.append(PreciseBNHook(cfg.precise_bn.num_samples))
     if cfg.ema.enabled:
         hooks.append(EMAHook(cfg.ema))
+    if h.early_stopping.enabled:  # after the EMA: it may watch top1_ema
+        hooks.append(EarlyStoppingHook(h.early_stopping))
     if h.model_complexity:
         hooks.append(ModelComplexityHook())
     # User hooks before the loggers and metrics files, so metrics they add to a phase are recorded.

@@ -10,18 +10,16 @@ from __future__ import annotations
 
 import glob
 import logging
-import math
 import os
 import shutil
-from typing import Any, Dict, Optional, Set
+from typing import Any, Dict, Optional
 
 from .. import distributed
 from ..checkpoint import save_atomic
 from .base import ClassyHook
+from .best_metric import BestMetric
 
 log = logging.getLogger("classy_fast")
-
-BEST_MODES = ("auto", "max", "min")
 
 
 class CheckpointHook(ClassyHook):
@@ -31,16 +29,13 @@ class CheckpointHook(ClassyHook):
                  every_n_steps: int = 0, best_metric: Optional[str] = None, best_mode: str = "auto"):
         if every_n_phases < 1:
             raise ValueError(f"hooks.checkpoint.every_n_phases must be ≥ 1, got {every_n_phases}")
-        if best_mode not in BEST_MODES:
-            raise ValueError(f"hooks.checkpoint.best_mode must be one of {BEST_MODES}, got {best_mode!r}")
         self.directory = directory
         self.every_n_phases = every_n_phases
         self.keep_last = keep_last
         self.save_periodic = save_periodic
         self.every_n_steps = every_n_steps
-        self.best_metric = best_metric
-        self.higher_is_better = best_mode == "max" or (best_mode == "auto" and not str(best_metric).startswith("loss"))
-        self.best: Optional[Dict[str, Any]] = None  # {"metric", "value", "epoch"} of best.pt
+        # The record of best.pt; None: no best checkpoint.
+        self.best = BestMetric(best_metric, best_mode, owner="hooks.checkpoint.best_metric") if best_metric else None
 
     @property
     def last_path(self) -> str:
@@ -72,58 +67,29 @@ class CheckpointHook(ClassyHook):
             self.save(task)
 
     def on_start(self, task) -> None:
-        # Fail before the first epoch when the name can't be a test metric (hooks under hooks.extra
-        # may add metrics of their own: those names are checked at the first test phase instead).
-        if self.best_metric is not None and not task.cfg.hooks.extra:
-            known = reported_test_metrics(task)
-            if self.best_metric not in known:
-                raise ValueError(f"hooks.checkpoint.best_metric {self.best_metric!r} is not a test metric of this "
-                                 f"run; choose one of {sorted(known)}")
+        if self.best is not None:
+            self.best.check_known(task)
 
     def on_phase_end(self, task) -> None:
         if task.phase["type"] == "train":
             if task.train_phases_done % self.every_n_phases == 0:
                 self.save(task, periodic=self.save_periodic)
-        elif self.best_metric is not None and not task.cfg.test_only:
-            self._save_if_best(task)
-
-    def _save_if_best(self, task) -> None:
-        metrics = task.last_phase_metrics
-        if self.best_metric not in metrics:
-            raise ValueError(f"hooks.checkpoint.best_metric {self.best_metric!r} is not among the test metrics "
-                             f"{sorted(k for k in metrics if k not in ('phase_type', 'epoch'))}")
-        value = float(metrics[self.best_metric])
-        if not math.isfinite(value):
-            return
-        if self.best is not None:
-            old = self.best["value"]
-            if (value <= old) if self.higher_is_better else (value >= old):
-                return
-        self.best = {"metric": self.best_metric, "value": value, "epoch": task.phase["epoch"]}
-        task.check_finite()
-        state = task.state_dict()  # holds self.best: best.pt knows what it is the best of
-        if distributed.is_primary():
-            save_atomic(state, self.best_path)
-            log.info("best %s so far (%.4f, epoch %d): %s", self.best_metric, value, task.phase["epoch"] + 1,
-                     self.best_path)
-
-    def state_dict(self) -> Dict[str, Any]:
-        return {"best": dict(self.best)} if self.best is not None else {}
-
-    def load_state_dict(self, state: Dict[str, Any]) -> None:
-        best = state.get("best")
-        # A different best_metric now: its first value starts a new record.
-        self.best = dict(best) if best is not None and best.get("metric") == self.best_metric else None
+        elif self.best is not None and not task.cfg.test_only:
+            if self.best.update(task.last_phase_metrics, task.phase["epoch"]):
+                task.check_finite()
+                state = task.state_dict()  # holds the new record: best.pt knows what it is the best of
+                if distributed.is_primary():
+                    save_atomic(state, self.best_path)
+                    log.info("best %s so far (%.4f, epoch %d): %s", self.best.metric, self.best.best["value"],
+                             task.phase["epoch"] + 1, self.best_path)
 
     def on_end(self, task) -> None:
         if not task.failed and not task.cfg.test_only:
             self.save(task)
 
+    def state_dict(self) -> Dict[str, Any]:
+        return self.best.state_dict() if self.best is not None else {}
 
-def reported_test_metrics(task) -> Set[str]:
-    """Names a test phase reports from the loss and the configured meters (and ``*_ema`` with an
-    evaluated EMA). Reads the meters' (empty) state once: a sync, at start only."""
-    names = {"loss", *(k for meter in task.meters for k in meter.value())}
-    if task.cfg.ema.enabled and task.cfg.ema.evaluate:
-        names |= {f"{k}_ema" for k in names}
-    return names
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        if self.best is not None:
+            self.best.load_state_dict(state)

@@ -51,7 +51,7 @@ def test_best_checkpoint_holds_the_best_test_phase(tmp_path, metric, higher):
     # The record travels in last.pt too, so a resumed run only replaces best.pt with something better.
     hook = CheckpointHook(str(tmp_path / "x"), best_metric=metric)
     hook.load_state_dict(load_checkpoint(str(tmp_path / metric / "checkpoints" / "last.pt"))["hooks"]["checkpoint"])
-    assert hook.best == record
+    assert hook.best.best == record
 
 
 def test_no_best_checkpoint_unless_asked(tmp_path):
@@ -62,12 +62,12 @@ def test_no_best_checkpoint_unless_asked(tmp_path):
 def test_a_record_for_another_metric_is_not_carried_over():
     hook = CheckpointHook("unused", best_metric="top5")
     hook.load_state_dict({"best": {"metric": "top1", "value": 0.9, "epoch": 3}})
-    assert hook.best is None
+    assert hook.best.best is None
 
 
 def test_unknown_metric_and_mode_are_clear_errors(tmp_path):
     with pytest.raises(ValueError, match=r"best_metric 'top7' is not a test metric of this run; choose one of "
                                          r"\['loss', 'top1', 'top5'\]"):
         run(tmp_path, "bad", best_metric="top7")
-    with pytest.raises(ValueError, match="best_mode must be one of"):
+    with pytest.raises(ValueError, match="mode must be one of"):
         CheckpointHook("unused", best_metric="top1", best_mode="largest")
