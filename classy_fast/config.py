@@ -185,6 +185,8 @@ class CheckpointConfig:
     """Test metric to keep the best checkpoint by ('top1', 'loss', 'top1_ema', ...): OUTPUT/checkpoints/best.pt after each test phase that improves it. None: no best checkpoint."""
     best_mode: str = "auto"
     """'max' or 'min' (is higher better?); 'auto': 'min' for metrics named loss*, else 'max'."""
+    on_signal: List[str] = field(default_factory=lambda: ["SIGTERM", "SIGUSR1"])
+    """Preemption: on these signals, stop after the current step, write last.pt and exit with code 75 (resume with --resume auto); [] keeps the signals' default action."""
 
 
 @dataclass

@@ -31,13 +31,14 @@ from .cuda_graphs import build_eval_step, build_train_step
 from .data import build_data
 from .device import resolve_device, to_device
 from .finetune import finetune_param_groups, prepare_finetune, set_train_mode
-from .hooks import ClassyHook, build_hooks
+from .hooks import CheckpointHook, ClassyHook, build_hooks
 from .losses import build_loss
 from .meters import LossMeter, ThroughputMeter, build_meters
 from .mixup import wrap_with_mixup
 from .models import build_model
 from .parallel import ParallelTraining
 from .performance import ForwardLoss, configure_backends
+from .preemption import Preempted, PreemptionWatcher
 from .schedulers import LearningRateController, build_schedule
 
 log = logging.getLogger("classy_fast")
@@ -123,7 +124,11 @@ class ClassificationTask:
         self.last_phase_metrics: Dict[str, Any] = {}
         self.data_wait_seconds = 0.0
         self.failed = False
+        self.preempted = False  # stopped at a safe point after a preemption signal (checkpointed, not failed)
         self.stop_reason: Optional[str] = None  # set by request_stop (early stopping): no further phases
+        # Preemption signals are handled only where something writes the checkpoint they exist for.
+        checkpointing = not cfg.test_only and any(isinstance(h, CheckpointHook) for h in self.hooks)
+        self.preemption = PreemptionWatcher(cfg.hooks.checkpoint.on_signal if checkpointing else [])
 
     # ------------------------------------------------------------------ plan
     def _plan_phases(self) -> List[Dict[str, Any]]:
@@ -224,14 +229,25 @@ class ClassificationTask:
             save_config(self.cfg, os.path.join(self.cfg.output_dir, "config.yaml"))
         self._call("on_start")
         try:
-            while self.phase_index < len(self.phases) and self.stop_reason is None:
-                self.run_phase()
+            with self.preemption:
+                while self.phase_index < len(self.phases) and self.stop_reason is None:
+                    self.run_phase()
+                    self._stop_if_preempted(collective_ok=True)
+        except Preempted:
+            self.preempted = True  # on_end writes the checkpoint of this safe point
+            raise
         except BaseException:
             self.failed = True
             raise
         finally:
             self._call("on_end")
         return self.last_phase_metrics
+
+    def _stop_if_preempted(self, collective_ok: bool) -> None:
+        if self.preemption.should_stop(collective_ok):
+            where = (f"epoch {self.phase['epoch'] + 1}, step {self.step_in_phase}" if self.step_in_phase
+                     else f"the end of phase {self.phase_index}")
+            raise Preempted(f"preempted ({self.preemption.describe()}) at {where}")
 
     def run_phase(self) -> None:
         self.phase = self.phases[self.phase_index]
@@ -263,9 +279,13 @@ class ClassificationTask:
                 break
             step(*batch)
             self.step_in_phase += 1
-            if train and log_interval and self.step_in_phase % log_interval == 0:
+            at_log = bool(log_interval) and self.step_in_phase % log_interval == 0
+            if train and at_log:
                 self.check_finite()
             self._call("on_step")
+            # A safe point: after an optimizer update (accumulated gradients are not checkpointed).
+            if train and self.step_in_phase % self.accumulation.steps == 0 and self.step_in_phase < self.phase_length:
+                self._stop_if_preempted(collective_ok=at_log)
         self._end_phase()
 
     def _end_phase(self) -> None:

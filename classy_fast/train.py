@@ -17,6 +17,7 @@ from typing import List, Optional
 from . import distributed
 from .checkpoint import CheckpointError, find_resume_checkpoint, load_checkpoint
 from .config import ConfigError, TrainConfig, load_config
+from .preemption import EXIT_PREEMPTED, Preempted
 
 log = logging.getLogger("classy_fast")
 
@@ -85,6 +86,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         return _error(2, e, msg)
     except NonFiniteLossError as e:
         return _error(3, e, e)
+    except Preempted as e:
+        primary = distributed.is_primary()
+        distributed.shutdown()
+        if primary:
+            out = os.path.abspath(cfg.output_dir)
+            print(f"{e}: state saved in {out}/checkpoints/last.pt; continue with --resume auto", file=sys.stderr)
+        return EXIT_PREEMPTED
     except Exception as e:
         if not distributed.is_distributed():
             raise

@@ -32,7 +32,8 @@ class ClassyHook:
         """After each phase, once the phase's metrics are final (``task.last_phase_metrics``)."""
 
     def on_end(self, task) -> None:
-        """Once, after the last phase (also after an error, with ``task.failed`` set)."""
+        """Once, after the last phase (also after an error, with ``task.failed`` set, and after a
+        preemption signal stopped the run at a safe point, with ``task.preempted`` set)."""
 
     def state_dict(self) -> Dict[str, Any]:
         return {}

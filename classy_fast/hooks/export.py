@@ -76,7 +76,7 @@ class ExportHook(ClassyHook):
         raise ValueError("hooks.export.use_ema needs ema.enabled")
 
     def on_end(self, task) -> None:
-        if task.failed or task.cfg.test_only or not distributed.is_primary():
+        if task.failed or task.preempted or task.cfg.test_only or not distributed.is_primary():
             return
         model = copy.deepcopy(self._model(task)).cpu().float()
         # Batch 2, not 1: torch.export would specialize a size-1 dimension instead of keeping it dynamic.

@@ -45,6 +45,6 @@ class TimeToAccuracyHook(ClassyHook):
                      self.reached_epoch, self.reached_seconds, one_time)
 
     def on_end(self, task) -> None:
-        if distributed.is_primary() and self.reached_seconds is None and not task.failed:
+        if distributed.is_primary() and self.reached_seconds is None and not task.failed and not task.preempted:
             log.info("target %.2f%% test top-1 not reached (last: %.2f%%)", 100 * self.target,
                      100 * task.last_phase_metrics.get("top1", 0.0))

@@ -2,7 +2,7 @@
 
 Run as ``python tests/distributed/rank_driver.py <train args>`` with torchrun-style environment
 variables (or under torchrun). The fault hook (``hooks.extra: [{name: fault, options: ...}]``)
-makes one rank die (SIGKILL), hang (sleep forever) or raise at a given optimizer update.
+makes one rank die (SIGKILL), hang (sleep forever), raise, or receive SIGTERM at a given optimizer update.
 """
 
 import os
@@ -52,6 +52,8 @@ class FaultHook(ClassyHook):
         print(f"fault: rank {self.rank} {self.mode} at update {self.at_update} t={time.time():.3f}", flush=True)
         if self.mode == "kill":
             os.kill(os.getpid(), signal.SIGKILL)
+        elif self.mode == "sigterm":  # preemption notice to this rank only
+            os.kill(os.getpid(), signal.SIGTERM)
         elif self.mode == "hang":
             while True:
                 time.sleep(1)

@@ -1,8 +1,13 @@
-"""A rank that dies, hangs or fails ends the whole 2-rank job within the timeout, and the error names it."""
+"""A rank that dies, hangs or fails ends the whole 2-rank job within the timeout, and the error names it;
+a preemption signal to one rank stops both at the same step with a checkpoint."""
 
+import os
 import re
 
 import pytest
+
+from classy_fast.checkpoint import load_checkpoint
+from classy_fast.preemption import EXIT_PREEMPTED
 
 from .launch import run_ranks, tiny_config, write_config
 
@@ -55,3 +60,13 @@ def test_killed_rank_0_store_host_is_named(tmp_path):
     assert r1.returncode == 4, r1.output[-3000:]
     assert "rank 0, which hosts it, has died" in error_line(r1), error_line(r1)
     assert r1.ended_at - fired_at < TIMEOUT_S
+
+
+def test_sigterm_to_one_rank_stops_both_at_the_same_step_with_a_checkpoint(tmp_path):
+    """Rank 1 alone is signalled at update 3; the ranks agree at the next log interval (step 4),
+    rank 0 writes that step's checkpoint, and both exit 75."""
+    (r0, r1), _ = run_with_fault(tmp_path, "sigterm", rank=1)
+    assert r0.returncode == EXIT_PREEMPTED and r1.returncode == EXIT_PREEMPTED, (r0.output[-3000:], r1.output[-3000:])
+    assert "preempted (another rank's signal) at epoch 1, step 4" in r0.output, r0.output[-3000:]
+    state = load_checkpoint(os.path.join(tmp_path, "sigterm", "checkpoints", "last.pt"))
+    assert state["progress"]["step_in_phase"] == 4 and state["progress"]["num_updates"] == 4
