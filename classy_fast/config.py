@@ -311,6 +311,8 @@ class TrainConfig:
     """Allow TensorFloat-32 for float32 matmuls and convolutions on CUDA (Ampere and newer)."""
     cudnn_benchmark: bool = True
     """Let cuDNN autotune its convolution algorithms per input shape."""
+    deterministic: bool = False
+    """Bit-identical reruns on the same GPU: deterministic algorithms only (torch.use_deterministic_algorithms, warning for ops without one), cuDNN deterministic and not autotuned (overrides cudnn_benchmark), cuBLAS's fixed workspace. Costs speed. classy_fast's fused ops are deterministic either way."""
     mixup: MixupConfig = field(default_factory=MixupConfig)
     """Mixup / CutMix of training batches (off unless an alpha is set)."""
     ema: EMAConfig = field(default_factory=EMAConfig)

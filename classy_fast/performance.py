@@ -12,11 +12,13 @@ smaller last test batch compiles once more), which is what CUDA graphs ('reduce-
 
 TF32 (``tf32``) lets float32 matmuls and convolutions on Ampere+ GPUs use TensorFloat-32 (10-bit
 mantissa inputs, fp32 accumulation); ``cudnn_benchmark`` lets cuDNN time its algorithms for each
-new input shape. Both are no-ops on the CPU.
+new input shape. Both are no-ops on the CPU. ``deterministic`` trades speed for bit-identical
+reruns on one GPU (deterministic algorithms, cuDNN, cuBLAS workspace).
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any, Callable, Tuple
 
 import torch
@@ -46,10 +48,19 @@ def tf32_enabled() -> bool:
     return bool(matmul.allow_tf32)
 
 
-def configure_backends(tf32: bool, cudnn_benchmark: bool) -> None:
-    """Set the TF32 and cuDNN benchmark switches (process-wide, as torch's flags are)."""
+def configure_backends(tf32: bool, cudnn_benchmark: bool, deterministic: bool = False) -> None:
+    """Set the TF32, cuDNN benchmark and determinism switches (process-wide, as torch's flags are)."""
     set_tf32(tf32)
-    torch.backends.cudnn.benchmark = cudnn_benchmark
+    if deterministic:
+        # cuBLAS picks reduction splits by workspace: a fixed config makes its GEMMs repeatable. It must be
+        # set before the first cuBLAS call of the process (a run's setup is before any).
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        # warn_only: an op without a deterministic kernel warns (naming itself) instead of ending the run.
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+    else:  # determinism the user switched on by hand stays on
+        torch.backends.cudnn.benchmark = cudnn_benchmark
 
 
 class ForwardLoss:

@@ -61,7 +61,7 @@ class ClassificationTask:
         if cfg.num_threads > 0:
             torch.set_num_threads(cfg.num_threads)
         seed_everything(cfg.seed)
-        configure_backends(cfg.tf32, cfg.cudnn_benchmark)
+        configure_backends(cfg.tf32, cfg.cudnn_benchmark, cfg.deterministic)
         # The data seed is the same on every rank: ranks draw one epoch permutation and take disjoint shares
         # of each global batch (data/global_batch_sharding.py); augmentation streams add the rank to their seed.
         data_kw = dict(device=self.device, seed=cfg.seed, channels_last=cfg.channels_last)
