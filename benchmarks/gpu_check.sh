@@ -258,7 +258,7 @@ train_bench() {  # name, then bench args
   local name="$1" rc; shift
   # The JSON is rewritten after every mode, so the figures of the modes that finished survive a
   # later mode's failure (exit 1, the mode's error in the JSON).
-  "$PY" -m classy_fast.bench "$@" --json "$LOG_DIR/bench_$name.json"
+  "$PY" -m classy_fast.bench --device cuda "$@" --json "$LOG_DIR/bench_$name.json"
   rc=$?
   [ -f "$LOG_DIR/bench_$name.json" ] || return 1
   "$PY" - "$LOG_DIR/bench_$name.json" <<'EOF' || return 1

@@ -215,6 +215,8 @@ def main(argv=None) -> int:
     unknown = [m for m in args.modes.split(",") if m and m not in MODES]
     if unknown:
         p.error(f"--modes: unknown mode(s) {', '.join(unknown)}; choose from {', '.join(MODES)}")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        p.error("--device cuda: no CUDA device is visible")
 
     def on_mode(record: Dict) -> None:  # print and save each mode as it finishes
         if len(record["results"]) == 1:
