@@ -232,7 +232,8 @@ class ClassificationTask:
             with self.preemption:
                 while self.phase_index < len(self.phases) and self.stop_reason is None:
                     self.run_phase()
-                    self._stop_if_preempted(collective_ok=True)
+                    if self.phase_index < len(self.phases):  # after the last phase the run is complete anyway
+                        self._stop_if_preempted(collective_ok=True)
         except Preempted:
             self.preempted = True  # on_end writes the checkpoint of this safe point
             raise
