@@ -66,9 +66,9 @@ class DataConfig:
     channels: int = 3
     """Image channels of the 'synthetic' dataset."""
     limit_train: Optional[int] = None
-    """Use only the first N training samples (for quick runs and tests)."""
+    """Use only N training samples (quick runs, tests): the first N of an in-memory set, N evenly spaced files (every class keeps a share) of an image folder or file list."""
     limit_test: Optional[int] = None
-    """Use only the first N test samples."""
+    """Use only N test samples (chosen as for limit_train)."""
     backend: Literal["auto", "dali", "torchvision", "nvjpeg"] = "auto"
     """Image-file pipeline (image_folder, file_list): 'dali', 'torchvision' (PIL DataLoader), 'nvjpeg' (decode_jpeg on the device + fused crop kernel); 'auto': dali if installed, else nvjpeg on CUDA, else torchvision."""
     num_workers: int = 4

@@ -12,6 +12,7 @@ import torch
 from .. import distributed
 from ..config import DataConfig
 from ..registry import DATASETS
+from .file_source import DTYPES
 from .idx import read_idx_split
 from .memory import InMemoryImageData, _mix_seed
 
@@ -45,6 +46,7 @@ def _in_memory(cfg: DataConfig, split: str, images, labels, num_classes, mean, s
         flip=cfg.flip,
         drop_last=cfg.drop_last,
         channels_last=channels_last,
+        dtype=DTYPES[cfg.dtype],
     )
 
 

@@ -175,6 +175,9 @@ def image_list(root: str, kind: str, split: str, skipped: Optional[SkippedFiles]
     raise ValueError(f"unknown image dataset kind {kind!r}")
 
 
+SIXTEEN_BIT_GRAY_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")  # PIL modes of 16-bit grayscale PNG / TIFF
+
+
 def load_rgb(path: str):
     """Decode ``path`` with PIL into an RGB image; any failure is a BadImageError naming the file."""
     from PIL import Image
@@ -183,6 +186,11 @@ def load_rgb(path: str):
         with Image.open(path) as im:
             im.load()  # decode now: a truncated file fails here, not later in a transform
             # Grayscale, CMYK, palette, RGBA and 16-bit images are converted, not rejected.
+            if im.mode in SIXTEEN_BIT_GRAY_MODES:
+                # PIL's convert("RGB") clips 16-bit values at 255 (a 16-bit scan comes out white):
+                # keep the top 8 bits, as DALI and torchvision's decoders do.
+                gray = (np.asarray(im).astype(np.int64).clip(0, 65535) >> 8).astype(np.uint8)
+                return Image.fromarray(gray, mode="L").convert("RGB")
             return im.convert("RGB") if im.mode != "RGB" else im.copy()
     except FileNotFoundError:
         raise BadImageError(path, "file not found") from None

@@ -82,7 +82,9 @@ def decode_on_host(data: torch.Tensor, path: str) -> torch.Tensor:
 
     try:
         with quiet_torchvision_io():
-            return decode_image(data, mode=ImageReadMode.RGB)
+            image = decode_image(data, mode=ImageReadMode.RGB)
+        # 16-bit PNGs decode to uint16: keep the top 8 bits (the crop kernel takes uint8).
+        return image if image.dtype == torch.uint8 else (image.to(torch.int32) >> 8).to(torch.uint8)
     except RuntimeError:
         pass  # BMP and friends: torchvision's decoders don't read them, PIL does
     from .image_files import load_rgb

@@ -108,3 +108,16 @@ def test_layout_rule_and_errors(tmp_path):
         build_data(DataConfig(name="arrays", root=str(tmp_path / "a.npz")), "test", device="cpu", seed=0)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         build_data(DataConfig(name="arrays", root=str(tmp_path / "b.npz")), "train", device="cpu", seed=0)
+
+
+def test_device_resident_batches_come_in_data_dtype():
+    import torch
+
+    from classy_fast.config import DataConfig
+    from classy_fast.data import build_data
+
+    for dtype in ("bfloat16", "float16", "float32"):
+        cfg = DataConfig(name="synthetic", dtype=dtype, synthetic_train_size=32, synthetic_test_size=16, batch_size=8)
+        for split in ("train", "test"):
+            x, _ = next(iter(build_data(cfg, split, device=torch.device("cpu"), seed=0, channels_last=False)))
+            assert x.dtype == getattr(torch, dtype), (dtype, split)

@@ -100,3 +100,23 @@ def test_crop_boxes():
     assert random_resized_crop_box(10, 200, (0.9, 1.0), (3 / 4, 4 / 3), rng) == (0, 93, 10, 13)  # the fallback
     assert center_crop_box(256, 512, 256, 224) == (16, 144, 224, 224)  # resize 256 → crop 224
     assert center_crop_box(375, 500, 256, 224) == (23, 86, 328, 328)
+
+
+def test_16_bit_grayscale_images_keep_their_top_8_bits(tmp_path):
+    """PIL's convert('RGB') would clip a 16-bit PNG at 255 (white); both host decoders scale it instead."""
+    import torch
+    from PIL import Image
+
+    from classy_fast.data.image_files import load_rgb
+    from classy_fast.data.nvjpeg_loader import decode_on_host
+
+    values = np.linspace(0, 65535, 64 * 64).reshape(64, 64).astype(np.uint16)
+    path = str(tmp_path / "gray16.png")
+    Image.fromarray(values).save(path)
+    expected = (values >> 8).astype(np.uint8)
+    rgb = np.asarray(load_rgb(path))
+    assert rgb.shape == (64, 64, 3) and np.array_equal(rgb[..., 0], expected) and np.array_equal(rgb[..., 2], expected)
+    with open(path, "rb") as f:
+        chw = decode_on_host(torch.frombuffer(bytearray(f.read()), dtype=torch.uint8), path)
+    assert chw.dtype == torch.uint8 and chw.shape == (3, 64, 64)
+    assert np.array_equal(chw[1].numpy(), expected)
