@@ -179,6 +179,14 @@ class ParallelTraining:
             log.warning("resuming with another global batch (%s): the data order and steps per epoch change; the "
                         "lr schedule continues from epoch %d", hint, task.train_phases_done)
             task.num_updates = task.train_phases_done * task.updates_per_epoch
+        source = getattr(task.train_data, "source", task.train_data)  # under a Mixup wrapper
+        if (task.step_in_phase > 0 and old_world != self.world_size and task.train_data is not None
+                and not getattr(source, "batches_independent_of_world_size", True)):
+            raise ValueError(
+                f"cannot resume mid-epoch on {self.world_size} process(es) from a checkpoint of {old_world}: with "
+                f"image files each rank reads its own contiguous share of the epoch, so the rest of the epoch "
+                f"would repeat some files and skip others. Resume on {old_world} process(es), or from a phase-end "
+                f"checkpoint (any world size).")
         rngs = state["rng_per_rank"] if state else []
         if self.rank < len(rngs):
             set_rng_state(rngs[self.rank])

@@ -35,6 +35,9 @@ class ImageFileSource:
     """Base of the image-file data sources: sharding, position, normalization, bad-file counting."""
 
     backend = "?"
+    # Each rank reads a contiguous share of the epoch's order, so global batch i holds other samples
+    # at another world size: a mid-epoch resume must keep the world size (ParallelTraining checks).
+    batches_independent_of_world_size = False
 
     def __init__(
         self,

@@ -59,6 +59,10 @@ class InMemoryImageData:
     ``train=False``: in order, not augmented, every sample exactly once (the last batch may be smaller).
     """
 
+    # Ranks take interleaved shares of each global batch (global_batch_sharding.py): global batch i holds
+    # the same samples at any world size, so a mid-epoch resume may change it (with the global batch kept).
+    batches_independent_of_world_size = True
+
     def __init__(
         self,
         images: torch.Tensor,

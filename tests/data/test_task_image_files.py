@@ -40,3 +40,21 @@ def test_cli_strict_stops_naming_the_file(bad_image_folder, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "error:" in err and ("truncated.jpg" in err or "not_an_image.jpg" in err)
     assert os.path.join(bad_image_folder, "train", "class_0") in err
+
+
+def test_mid_epoch_resume_on_another_world_size_is_refused_for_image_files(image_folder, tmp_path):
+    """Image-file sources give each rank a contiguous share of the epoch: a mid-epoch checkpoint of 2
+    processes resumed on 1 (global batch kept) would repeat some files and skip others."""
+    import pytest
+
+    d = image_run(image_folder, tmp_path / "run", batch_size=8)
+    d["hooks"]["checkpoint"] = {"every_n_steps": 1}
+    task = ClassificationTask(config_from_dict(d))
+    state = task.state_dict()
+    state["progress"]["step_in_phase"] = 1
+    state["distributed"] = {"world_size": 2, "global_batch": 8, "rng_per_rank": state["distributed"]["rng_per_rank"]}
+    with pytest.raises(ValueError, match=r"cannot resume mid-epoch on 1 process\(es\) from a checkpoint of 2: with "
+                                         r"image files"):
+        ClassificationTask(config_from_dict(d)).load_state_dict(state)
+    state["progress"]["step_in_phase"] = 0  # a phase-end checkpoint resumes on any world size
+    ClassificationTask(config_from_dict(d)).load_state_dict(state)
