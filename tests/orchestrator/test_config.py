@@ -68,3 +68,13 @@ def test_saved_config_loads_back_identically(tmp_path):
     again = load_config(str(tmp_path / "config.yaml"))
     assert config_to_dict(again) == config_to_dict(cfg)
     assert isinstance(again, TrainConfig) and again.meters[0].topk == [1, 3]
+
+
+def test_scientific_notation_reads_as_a_number(tmp_path):
+    """YAML 1.1 reads 5e-4 (no dot) as a string: float fields take it as the number it spells."""
+    path = tmp_path / "sci.yaml"
+    path.write_text("optimizer:\n  lr: 5e-4\n  weight_decay: 1E-5\n")
+    cfg = load_config(str(path), ["optimizer.eps=1e-6"])
+    assert (cfg.optimizer.lr, cfg.optimizer.weight_decay, cfg.optimizer.eps) == (5e-4, 1e-5, 1e-6)
+    with pytest.raises(ConfigError, match="key 'optimizer.lr': expected a number, got '5e-4x'"):
+        load_config(None, ["optimizer.lr=5e-4x"])
