@@ -150,9 +150,9 @@ class SchedulerConfig:
     end_factor: float = 0.0
     """Final learning-rate factor (cosine, linear, polynomial)."""
     step_size_epochs: float = 30.0
-    """'step': decay every this many epochs."""
+    """'step': decay every this many epochs, counted from the start of the run (a warmup does not shift them)."""
     milestones_epochs: List[float] = field(default_factory=lambda: [30.0, 60.0, 90.0])
-    """'multistep': decay at these epochs."""
+    """'multistep': decay at these epochs of the run (a warmup does not shift them)."""
     gamma: float = 0.1
     """'step'/'multistep': decay factor."""
     power: float = 2.0

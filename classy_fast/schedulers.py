@@ -33,13 +33,20 @@ def step(cfg: SchedulerConfig, epochs: int) -> Schedule:
     if size <= 0:
         raise ConfigError(f"scheduler.step_size_epochs must be positive, got {cfg.step_size_epochs}")
     # The small epsilon keeps where = k·size (float-rounded) on the decayed side of the boundary.
-    return lambda where: cfg.gamma ** math.floor(where / size + 1e-9)
+    return at_run_epochs(lambda where: cfg.gamma ** math.floor(where / size + 1e-9))
 
 
 @SCHEDULERS.register("multistep")
 def multistep(cfg: SchedulerConfig, epochs: int) -> Schedule:
     marks = sorted(m / epochs for m in cfg.milestones_epochs)
-    return lambda where: cfg.gamma ** sum(1 for m in marks if where + 1e-9 >= m)
+    return at_run_epochs(lambda where: cfg.gamma ** sum(1 for m in marks if where + 1e-9 >= m))
+
+
+def at_run_epochs(schedule: Schedule) -> Schedule:
+    """Mark a schedule whose steps are epochs of the whole run (decay at epoch 30 means epoch 30 with or
+    without a warmup before it, as in Goyal et al.'s recipe): the warmup does not rescale its progress."""
+    schedule.at_run_epochs = True
+    return schedule
 
 
 @SCHEDULERS.register("cosine")
@@ -102,10 +109,13 @@ def build_schedule(cfg: SchedulerConfig, epochs: float) -> Schedule:
         raise ConfigError(f"scheduler.warmup_epochs ({cfg.warmup_epochs}) must be shorter than the run ({epochs} epochs)")
     start = cfg.warmup_start_factor
 
+    # Curves (cosine, linear, ...) run over what follows the warmup; step milestones stay at their epochs.
+    absolute = getattr(main, "at_run_epochs", False)
+
     def warmed(where: float) -> float:
         if where < w:
             return (start + (1.0 - start) * where / w) * main(0.0)
-        return main((where - w) / (1.0 - w))
+        return main(where if absolute else (where - w) / (1.0 - w))
 
     return warmed
 

@@ -20,6 +20,14 @@ def test_constant_step_multistep():
     assert [m(w) for w in (0.1, 0.2, 0.5, 0.7, 0.99)] == pytest.approx([1, 0.1, 0.1, 0.01, 0.01])
 
 
+def test_step_milestones_stay_at_their_epochs_after_a_warmup():
+    """Goyal et al.: warm up 5 epochs, decay at epochs 30, 60, 80 of 90, not at rescaled points."""
+    m = sched(epochs=90, name="multistep", milestones_epochs=[30, 60, 80], warmup_epochs=5, gamma=0.1)
+    assert [m(e / 90) for e in (5, 29.99, 30, 59.99, 60, 80)] == pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.001])
+    s = sched(epochs=10, name="step", step_size_epochs=5, warmup_epochs=1, gamma=0.1)
+    assert [s(e / 10) for e in (1, 4.99, 5, 9.99)] == pytest.approx([1, 1, 0.1, 0.1])
+
+
 def test_cosine_linear_polynomial():
     c = sched(name="cosine", end_factor=0.1)
     assert c(0.0) == pytest.approx(1.0) and c(1.0) == pytest.approx(0.1)
