@@ -391,6 +391,21 @@ class ClassificationTask:
 
     # ------------------------------------------------------------------ hooks
     def _call(self, event: str) -> None:
+        if event != "on_end":
+            for hook in self.hooks:
+                getattr(hook, event)(self)
+            return
+        # Every hook's on_end runs even if an earlier one raises (the checkpoint hook is last: its final
+        # save must not be lost to an export error); the first error is raised after all have run.
+        first_error: Optional[BaseException] = None
         for hook in self.hooks:
-            getattr(hook, event)(self)
+            try:
+                hook.on_end(self)
+            except Exception as e:  # noqa: BLE001 - re-raised below
+                if first_error is None:
+                    first_error = e
+                else:
+                    log.error("%s.on_end failed too: %s: %s", type(hook).__name__, type(e).__name__, e)
+        if first_error is not None:
+            raise first_error
 

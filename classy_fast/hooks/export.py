@@ -75,6 +75,11 @@ class ExportHook(ClassyHook):
                 return hook.ema.module
         raise ValueError("hooks.export.use_ema needs ema.enabled")
 
+    def on_start(self, task) -> None:
+        # Before training, not after it: the whole run would otherwise end on this error.
+        if self.use_ema and not task.cfg.ema.enabled:
+            raise ValueError("hooks.export.use_ema needs ema.enabled")
+
     def on_end(self, task) -> None:
         if task.failed or task.preempted or task.cfg.test_only or not distributed.is_primary():
             return

@@ -49,7 +49,8 @@ class PredictionsHook(ClassyHook):
         self.path = path or os.path.join(output_dir, "predictions.csv")
 
     def on_phase_end(self, task) -> None:
-        last = task.phase_index == len(task.phases)
+        # The last test phase: the plan's last, or the one after which early stopping ended the run.
+        last = task.phase_index == len(task.phases) or task.stop_reason is not None
         if task.phase["type"] != "test" or not last:
             return
         preds, targets = predict(unwrap_model(task.model), task.test_data, task.precision)

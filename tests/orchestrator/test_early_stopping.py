@@ -69,3 +69,18 @@ def test_unknown_metric_and_bad_patience_are_clear_errors(tmp_path):
         make_task(tmp_path, metric="acc").run()
     with pytest.raises(ValueError, match="patience must be ≥ 1"):
         make_task(tmp_path, patience=0)
+
+
+def test_a_run_stopped_early_still_writes_its_predictions(tmp_path):
+    torch.set_num_threads(1)
+    d = tiny_config_dict(tmp_path / "run", epochs=6,
+                         hooks={"progress_bar": False, "log_interval": 0, "model_complexity": False,
+                                "early_stopping": {"enabled": True, "metric": "loss", "patience": 1,
+                                                   "min_delta": 10.0},
+                                "predictions": {"enabled": True}})
+    cfg = config_from_dict(d, "test")
+    task = ClassificationTask(cfg, hooks=build_hooks(cfg))
+    task.run()
+    assert task.train_phases_done == 2
+    rows = (tmp_path / "run" / "predictions.csv").read_text().splitlines()
+    assert len(rows) == 1 + 40  # header + every test sample

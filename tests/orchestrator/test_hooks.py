@@ -85,3 +85,30 @@ def test_metrics_added_by_a_user_hook_reach_metrics_jsonl(tmp_path):
     ClassificationTask(config_from_dict(d, "t")).run()
     phases = [json.loads(line) for line in (tmp_path / "t" / "metrics.jsonl").read_text().splitlines()]
     assert phases[-1]["phase_type"] == "test" and phases[-1]["time_to_target_seconds"] > 0
+
+
+def test_every_on_end_runs_when_one_fails_and_the_first_error_is_raised(tmp_path):
+    """An on_end error (say, an export) must not cost the checkpoint hook's final save, which runs last."""
+    from classy_fast.checkpoint import load_checkpoint
+
+    class FailingEnd(ClassyHook):
+        def on_end(self, task):
+            raise OSError("disk full while exporting")
+
+    torch.set_num_threads(1)
+    cfg = config_from_dict(tiny_config_dict(tmp_path / "run", epochs=2), "test")
+    hooks = build_hooks(cfg)
+    task = ClassificationTask(cfg, hooks=[FailingEnd()] + hooks)
+    with pytest.raises(OSError, match="disk full"):
+        task.run()
+    state = load_checkpoint(os.path.join(tmp_path, "run", "checkpoints", "last.pt"))
+    assert state["progress"]["phase_index"] == len(task.phases)  # the final save happened
+
+
+def test_export_of_ema_weights_without_an_ema_fails_before_training(tmp_path):
+    d = tiny_config_dict(tmp_path / "run", hooks={"progress_bar": False, "model_complexity": False,
+                                                   "export": {"enabled": True, "use_ema": True}})
+    task = ClassificationTask(config_from_dict(d, "test"))
+    with pytest.raises(ValueError, match="hooks.export.use_ema needs ema.enabled"):
+        task.run()
+    assert task.train_phases_done == 0
