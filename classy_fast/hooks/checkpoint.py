@@ -29,6 +29,9 @@ class CheckpointHook(ClassyHook):
                  every_n_steps: int = 0, best_metric: Optional[str] = None, best_mode: str = "auto"):
         if every_n_phases < 1:
             raise ValueError(f"hooks.checkpoint.every_n_phases must be ≥ 1, got {every_n_phases}")
+        if keep_last < 0 or every_n_steps < 0:
+            raise ValueError(f"hooks.checkpoint.keep_last and every_n_steps must be ≥ 0, got {keep_last} and "
+                             f"{every_n_steps}")
         self.directory = directory
         self.every_n_phases = every_n_phases
         self.keep_last = keep_last
@@ -58,9 +61,10 @@ class CheckpointHook(ClassyHook):
         path = os.path.join(self.directory, f"phase_{task.train_phases_done:04d}.pt")
         shutil.copyfile(self.last_path, path + ".tmp")
         os.replace(path + ".tmp", path)
-        if self.keep_last > 0:
-            for old in sorted(glob.glob(os.path.join(self.directory, "phase_*.pt")))[: -self.keep_last]:
-                os.unlink(old)
+        # keep_last = 0 keeps none besides last.pt (the copy just made included).
+        periodic = sorted(glob.glob(os.path.join(self.directory, "phase_*.pt")))
+        for old in periodic[: len(periodic) - self.keep_last]:
+            os.unlink(old)
 
     def on_step(self, task) -> None:
         if self.every_n_steps and task.in_train_phase and task.step_in_phase % self.every_n_steps == 0:

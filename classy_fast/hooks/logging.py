@@ -29,6 +29,8 @@ class ConsoleLoggerHook(ClassyHook):
     name = "console_logger"
 
     def __init__(self, log_interval: int = 50):
+        if log_interval < 0:
+            raise ValueError(f"hooks.log_interval must be ≥ 0 (0: phase ends only), got {log_interval}")
         self.log_interval = log_interval
 
     def on_step(self, task) -> None:

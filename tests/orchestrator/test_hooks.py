@@ -75,6 +75,17 @@ def test_checkpoint_keeps_last_k_periodic_copies(tmp_path):
     ClassificationTask(config_from_dict(d, "t")).run()
     files = sorted(os.listdir(tmp_path / "k" / "checkpoints"))
     assert files == ["last.pt", "phase_0003.pt", "phase_0004.pt"]
+    d = tiny_config_dict(tmp_path / "none", epochs=2)
+    d["hooks"]["checkpoint"] = {"save_periodic": True, "keep_last": 0}  # none besides last.pt
+    ClassificationTask(config_from_dict(d, "t")).run()
+    assert os.listdir(tmp_path / "none" / "checkpoints") == ["last.pt"]
+    for bad in ({"keep_last": -1}, {"every_n_steps": -2}):
+        d["hooks"]["checkpoint"] = bad
+        with pytest.raises(ValueError, match="must be ≥ 0"):
+            ClassificationTask(config_from_dict(d, "t"))
+    d["hooks"]["checkpoint"], d["hooks"]["log_interval"] = {}, -5
+    with pytest.raises(ValueError, match="hooks.log_interval must be ≥ 0"):
+        ClassificationTask(config_from_dict(d, "t"))
 
 
 def test_metrics_added_by_a_user_hook_reach_metrics_jsonl(tmp_path):
