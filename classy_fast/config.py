@@ -494,6 +494,12 @@ def config_to_dict(cfg: Any) -> Dict[str, Any]:
     return plain(cfg)
 
 
+def output_name(cfg: TrainConfig, name: str) -> str:
+    """A run's file name in OUTPUT: ``eval_<name>`` for a test-only run, which may share OUTPUT with the
+    training run it evaluates and must not overwrite its config.yaml or append to its metrics."""
+    return f"eval_{name}" if cfg.test_only else name
+
+
 def save_config(cfg: TrainConfig, path: str) -> None:
     with open(path, "w", encoding="utf-8") as f:
         yaml.safe_dump(config_to_dict(cfg), f, sort_keys=False)

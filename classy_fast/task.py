@@ -26,7 +26,7 @@ from . import distributed
 from .accumulation import GradientAccumulation, accumulation_steps
 from .amp import Precision
 from .checkpoint import CHECKPOINT_FORMAT, rng_state, set_rng_state
-from .config import TrainConfig, config_to_dict, save_config
+from .config import TrainConfig, config_to_dict, output_name, save_config
 from .cuda_graphs import build_eval_step, build_train_step
 from .data import build_data
 from .device import resolve_device, to_device
@@ -226,7 +226,7 @@ class ClassificationTask:
         """Run the remaining phases; returns the last phase's metrics."""
         if distributed.is_primary():
             os.makedirs(self.cfg.output_dir, exist_ok=True)
-            save_config(self.cfg, os.path.join(self.cfg.output_dir, "config.yaml"))
+            save_config(self.cfg, os.path.join(self.cfg.output_dir, output_name(self.cfg, "config.yaml")))
         self._call("on_start")
         try:
             with self.preemption:

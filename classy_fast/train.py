@@ -16,7 +16,7 @@ from typing import List, Optional
 
 from . import distributed
 from .checkpoint import CheckpointError, find_resume_checkpoint, load_checkpoint
-from .config import ConfigError, TrainConfig, load_config
+from .config import ConfigError, TrainConfig, load_config, output_name
 from .preemption import EXIT_PREEMPTED, Preempted
 
 log = logging.getLogger("classy_fast")
@@ -104,7 +104,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(f"done: test top1={metrics.get('top1', float('nan')):.4f} loss={metrics.get('loss', float('nan')):.4f}")
     checkpoints = [] if cfg.test_only or not cfg.hooks.checkpoint.enabled else ["last.pt"] + (
         ["best.pt"] if os.path.exists(os.path.join(out, "checkpoints", "best.pt")) else [])
-    print(f"outputs: {out}/config.yaml, {out}/metrics.jsonl, {out}/metrics.csv"
+    names = [output_name(cfg, n) for n in ("config.yaml", "metrics.jsonl", "metrics.csv")]
+    print(f"outputs: {', '.join(f'{out}/{n}' for n in names)}"
           + "".join(f", {out}/checkpoints/{name}" for name in checkpoints))
     return 0
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import List
 
-from ..config import TrainConfig
+from ..config import TrainConfig, output_name
 from ..registry import HOOKS
 from .base import ClassyHook
 from .checkpoint import CheckpointHook
@@ -57,7 +57,7 @@ def build_hooks(cfg: TrainConfig) -> List[ClassyHook]:
     hooks.append(ProgressBarHook(enabled=h.progress_bar))
     hooks.append(ConsoleLoggerHook(log_interval=h.log_interval))
     if h.metrics_files:
-        hooks.append(MetricsFilesHook(cfg.output_dir))
+        hooks.append(MetricsFilesHook(cfg.output_dir, prefix=output_name(cfg, "")))
     if h.tensorboard:
         hooks.append(TensorboardHook(cfg.output_dir, log_interval=h.log_interval))
     if h.profiler.enabled:

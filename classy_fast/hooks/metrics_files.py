@@ -1,4 +1,5 @@
-"""Per-phase metrics to OUTPUT/metrics.jsonl (one JSON object per phase) and OUTPUT/metrics.csv."""
+"""Per-phase metrics to OUTPUT/metrics.jsonl (one JSON object per phase) and OUTPUT/metrics.csv
+(eval_metrics.* for a test-only run, which may share OUTPUT with the training run it evaluates)."""
 
 from __future__ import annotations
 
@@ -15,9 +16,9 @@ CSV_COLUMNS = ["phase_type", "epoch", "loss", "top1", "top5", "lr", "images_per_
 class MetricsFilesHook(ClassyHook):
     name = "metrics_files"
 
-    def __init__(self, output_dir: str):
-        self.jsonl_path = os.path.join(output_dir, "metrics.jsonl")
-        self.csv_path = os.path.join(output_dir, "metrics.csv")
+    def __init__(self, output_dir: str, prefix: str = ""):
+        self.jsonl_path = os.path.join(output_dir, f"{prefix}metrics.jsonl")
+        self.csv_path = os.path.join(output_dir, f"{prefix}metrics.csv")
 
     def on_phase_end(self, task) -> None:
         if not distributed.is_primary():

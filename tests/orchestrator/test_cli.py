@@ -35,12 +35,17 @@ def test_cli_trains_and_writes_outputs(tmp_path):
     assert (out / "checkpoints" / "last.pt").exists()
     assert (out / "metrics.csv").read_text().startswith("phase_type,epoch,loss,top1")
 
-    # --eval-only --resume evaluates the checkpoint and reproduces the final test accuracy
+    # --eval-only --resume evaluates the checkpoint and reproduces the final test accuracy; in the training
+    # run's own directory it writes eval_* files and leaves the run's config.yaml and metrics alone.
+    before = {name: (out / name).read_text() for name in ("config.yaml", "metrics.jsonl", "metrics.csv")}
     r2 = run_cli("--config", str(cfg_path), "--eval-only", "--resume", str(out / "checkpoints" / "last.pt"),
-                 "--output-dir", str(tmp_path / "eval"), cwd=tmp_path)
+                 "--output-dir", str(out), cwd=tmp_path)
     assert r2.returncode == 0, r2.stderr
-    evaluated = json.loads((tmp_path / "eval" / "metrics.jsonl").read_text())
+    assert f"outputs: {out}/eval_config.yaml, {out}/eval_metrics.jsonl, {out}/eval_metrics.csv" in r2.stdout
+    evaluated = json.loads((out / "eval_metrics.jsonl").read_text())
     assert evaluated["top1"] == phases[-1]["top1"]
+    assert yaml.safe_load((out / "eval_config.yaml").read_text())["test_only"] is True
+    assert before == {name: (out / name).read_text() for name in before}
 
 
 def test_cli_config_errors_are_clear(tmp_path):
