@@ -159,10 +159,9 @@ class LearningRateController:
             else:
                 group["lr"] = value
 
-    def current_lr(self) -> float:
-        """The first group's lr as a host float (reads a device tensor: log intervals only)."""
-        lr = self.optimizer.param_groups[0]["lr"]
-        return float(lr) if torch.is_tensor(lr) else lr
+    def lr_of_update(self, update: int) -> float:
+        """The first group's lr at optimizer update ``update`` (0-based), computed on the host: no device read."""
+        return self.optimizer.param_groups[0]["base_lr"] * self.schedule(self.where(update))
 
     def state_dict(self) -> Dict[str, Any]:
         return {"base_lrs": [g["base_lr"] for g in self.optimizer.param_groups]}

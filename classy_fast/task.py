@@ -317,7 +317,8 @@ class ClassificationTask:
         out: Dict[str, float] = dict(self.loss_meter.value())
         for meter in self.meters:
             out.update(meter.value())
-        out["lr"] = self.lr.current_lr()
+        # The lr the last update used (the device tensor already holds the next update's).
+        out["lr"] = self.lr.lr_of_update(max(self.num_updates - 1, 0))
         out.update(self.throughput.value())
         seconds = out["seconds"]
         out["data_wait_pct"] = 100.0 * self.data_wait_seconds / seconds if seconds > 0 else 0.0

@@ -70,3 +70,21 @@ def test_controller_writes_device_tensor_in_place():
     assert lr.item() == pytest.approx(0.4)
     epoch_ctl.set_for_update(7)
     assert lr.item() == pytest.approx(0.2)
+
+
+def test_logged_lr_is_the_one_the_phase_trained_with(tmp_path):
+    """A per-epoch linear decay from 0.05 over 3 epochs trains at 0.05, 0.0333, 0.0167: the train rows say so
+    (the device lr tensor already holds the next update's value when a phase ends)."""
+    import json
+
+    from classy_fast.config import config_from_dict
+    from classy_fast.task import ClassificationTask
+
+    from ..conftest import tiny_config_dict
+
+    torch.set_num_threads(1)
+    d = tiny_config_dict(tmp_path / "run", epochs=3, optimizer={"lr": 0.05},
+                         scheduler={"name": "linear", "update_interval": "epoch", "warmup_epochs": 0.0})
+    ClassificationTask(config_from_dict(d, "test")).run()
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["lr"] for r in rows if r["phase_type"] == "train"] == pytest.approx([0.05, 0.05 * 2 / 3, 0.05 / 3])
