@@ -344,6 +344,9 @@ class ClassificationTask:
             "hooks": {h.key: h.state_dict() for h in self.hooks},
             "progress": {
                 "phase_index": self.phase_index, "step_in_phase": self.step_in_phase,
+                # What phase_index points at: a resumed run with another epochs / test_phase_period
+                # finds it in its own plan (the index alone would point elsewhere there).
+                "next_phase": dict(self.phases[self.phase_index]) if self.phase_index < len(self.phases) else None,
                 "train_phases_done": self.train_phases_done, "num_updates": self.num_updates,
                 "global_step": int(self._step_tensor),
             },
@@ -376,7 +379,7 @@ class ClassificationTask:
             if hook.key in state["hooks"]:
                 hook.load_state_dict(state["hooks"][hook.key])
         p = state["progress"]
-        self.phase_index, self.step_in_phase = p["phase_index"], p["step_in_phase"]
+        self.phase_index, self.step_in_phase = self._resume_phase_index(p), p["step_in_phase"]
         self.train_phases_done, self.num_updates = p["train_phases_done"], p["num_updates"]
         self._step_tensor.fill_(p["global_step"])
         if self.phase_index < len(self.phases):
@@ -389,6 +392,22 @@ class ClassificationTask:
         self.stop_reason = reason
         if distributed.is_primary():
             log.info("stopping the run: %s", reason)
+
+    def _resume_phase_index(self, progress: Dict[str, Any]) -> int:
+        """Where this run's plan continues a checkpoint's progress. The saved next phase if this plan has
+        it; else (a test phase this test_phase_period skips, or the end of a shorter run continued with
+        more epochs) the first train phase not done yet; else the end."""
+        if "next_phase" not in progress:  # a checkpoint from before next_phase was saved
+            return progress["phase_index"]
+        saved = progress["next_phase"]
+        if saved is not None:
+            for i, phase in enumerate(self.phases):
+                if (phase["type"], phase["epoch"]) == (saved["type"], saved["epoch"]):
+                    return i
+        for i, phase in enumerate(self.phases):
+            if phase["type"] == "train" and phase["epoch"] == progress["train_phases_done"]:
+                return i
+        return len(self.phases)
 
     # ------------------------------------------------------------------ hooks
     def _call(self, event: str) -> None:

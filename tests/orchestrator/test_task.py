@@ -1,5 +1,6 @@
 """Whole runs of the task on a tiny synthetic problem: resume equality, crash recovery, NaN stop, test-only."""
 
+import json
 import os
 
 import pytest
@@ -151,3 +152,21 @@ def test_cuda_train_step_never_syncs(tmp_path):
             task.train_step(images, target)
     finally:
         torch.cuda.set_sync_debug_mode("default")
+
+
+@pytest.mark.parametrize("first,then", [
+    (dict(epochs=2, test_phase_period=3), dict(epochs=4, test_phase_period=3)),  # a finished run, continued longer
+    (dict(epochs=4, test_phase_period=1), dict(epochs=4, test_phase_period=2)),  # another test period mid-run
+])
+def test_resume_with_another_plan_trains_every_epoch_once(tmp_path, first, then):
+    torch.set_num_threads(1)
+    hooks = [InterruptAt(phases=2)] if first["epochs"] == then["epochs"] else []
+    try:
+        make_task(tiny_config_dict(tmp_path / "run", **first), hooks).run()
+    except Interrupt:
+        pass
+    resumed = make_task(tiny_config_dict(tmp_path / "run", **then))
+    resumed.run()
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    trained = [r["epoch"] for r in map(json.loads, lines) if r["phase_type"] == "train"]
+    assert trained == [0, 1, 2, 3] and resumed.train_phases_done == 4
