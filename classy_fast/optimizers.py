@@ -112,4 +112,7 @@ def build_optimizer(model: nn.Module, cfg: OptimizerConfig, groups: List[Dict] =
     except ImportError:
         pass
     groups = _with_device_lr(groups if groups is not None else build_param_groups(model, cfg), cfg)
-    return OPTIMIZERS.get(cfg.name)(groups, cfg)
+    try:
+        return OPTIMIZERS.get(cfg.name)(groups, cfg)
+    except TypeError as e:  # an option the optimizer does not take, most often from optimizer.kwargs
+        raise ConfigError(f"optimizer {cfg.name!r} with optimizer.kwargs {cfg.kwargs}: {e}") from None

@@ -74,7 +74,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         task = ClassificationTask(cfg)
         distributed.set_progress_source(lambda: (task.phase_index, task.step_in_phase))  # for hang reports
         if state is not None:
-            task.load_state_dict(state, weights_only=cfg.test_only)
+            restore(task, state, resume_path, weights_only=cfg.test_only)
             log.info("resumed from %s (phase %d, step %d)", resume_path, task.phase_index, task.step_in_phase)
         log.info("training on %s, amp=%s; outputs in %s", task.device, task.precision.mode,
                  os.path.abspath(cfg.output_dir))
@@ -108,6 +108,21 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(f"outputs: {', '.join(f'{out}/{n}' for n in names)}"
           + "".join(f", {out}/checkpoints/{name}" for name in checkpoints))
     return 0
+
+
+def restore(task, state, path: str, weights_only: bool) -> None:
+    """``task.load_state_dict``, with a checkpoint that does not fit this run's model or meters (torch's
+    shape / key errors) reported as a CheckpointError naming the file and the model it was trained with."""
+    try:
+        task.load_state_dict(state, weights_only=weights_only)
+    except RuntimeError as e:
+        if isinstance(e, CheckpointError):
+            raise
+        trained = (state.get("config") or {}).get("model")
+        detail = " ".join(line.strip() for line in str(e).strip().splitlines()[:2])[:300]  # torch's headline + first item
+        raise CheckpointError(
+            f"{path}: does not fit this run ({detail}). It was written by a run with model {trained}; pass that "
+            f"run's config (OUTPUT/config.yaml) with --config.") from None
 
 
 def _error(code: int, error: BaseException, message) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import List
 
-from ..config import TrainConfig, output_name
+from ..config import ConfigError, TrainConfig, output_name
 from ..registry import HOOKS
 from .base import ClassyHook
 from .checkpoint import CheckpointHook
@@ -53,7 +53,10 @@ def build_hooks(cfg: TrainConfig) -> List[ClassyHook]:
         hooks.append(ModelComplexityHook())
     # User hooks before the loggers and metrics files, so metrics they add to a phase are recorded.
     for spec in h.extra:
-        hooks.append(HOOKS.get(spec.name)(spec.options, cfg))
+        try:
+            hooks.append(HOOKS.get(spec.name)(spec.options, cfg))
+        except TypeError as e:  # options the hook's constructor does not take
+            raise ConfigError(f"hooks.extra: hook {spec.name!r} with options {spec.options}: {e}") from None
     hooks.append(ProgressBarHook(enabled=h.progress_bar))
     hooks.append(ConsoleLoggerHook(log_interval=h.log_interval))
     if h.metrics_files:

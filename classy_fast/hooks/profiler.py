@@ -18,6 +18,9 @@ class ProfilerHook(ClassyHook):
     name = "profiler"
 
     def __init__(self, output_dir: str, cfg: ProfilerConfig):
+        if cfg.wait < 0 or cfg.warmup < 0 or cfg.active < 1:
+            raise ValueError(f"hooks.profiler: wait and warmup must be ≥ 0 and active ≥ 1, got wait={cfg.wait}, "
+                             f"warmup={cfg.warmup}, active={cfg.active}")
         self.directory = os.path.join(output_dir, "profiler")
         self.cfg = cfg
         self.profiler = None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..config import ModelConfig
+from ..config import ConfigError, ModelConfig
 from ..registry import MODELS
 from .small_resnet import SmallResNet
 
@@ -66,7 +66,10 @@ _register_torchvision_models()
 
 
 def build_model(cfg: ModelConfig, num_classes: int, in_channels: int) -> nn.Module:
-    return MODELS.get(cfg.name)(cfg, num_classes, in_channels)
+    try:
+        return MODELS.get(cfg.name)(cfg, num_classes, in_channels)
+    except TypeError as e:  # a constructor argument the model does not take, most often from model.kwargs
+        raise ConfigError(f"model {cfg.name!r} with model.kwargs {cfg.kwargs}: {e}") from None
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:

@@ -66,3 +66,26 @@ def test_cli_refuses_corrupt_checkpoint_and_leaves_it(tmp_path):
     r = run_cli("--resume", str(ckpt), "--output-dir", str(tmp_path / "o"), cwd=tmp_path)
     assert r.returncode == 2 and "last.pt" in r.stderr and "not a readable checkpoint" in r.stderr
     assert ckpt.read_bytes() == b"PK\x03\x04 truncated"
+
+
+def test_cli_mismatched_checkpoint_and_bad_options_are_clear_errors(tmp_path):
+    cfg_path = tmp_path / "tiny.yaml"
+    cfg_path.write_text(yaml.safe_dump(tiny_config_dict(tmp_path / "ignored")))
+    out = tmp_path / "out"
+    assert run_cli("--config", str(cfg_path), "--epochs", "2", "--output-dir", str(out), cwd=tmp_path).returncode == 0
+    # Resuming into another model: the file, torch's mismatch and the model it was trained with.
+    r = run_cli("--config", str(cfg_path), "--epochs", "3", "--output-dir", str(out), "--resume", "auto",
+                "--set", "model.width=8", cwd=tmp_path)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert f"error: {out}/checkpoints/last.pt: does not fit this run" in r.stderr and "size mismatch" in r.stderr
+    assert "'width': 4" in r.stderr
+    cases = [
+        (["--set", "model.kwargs={depth: 3}"], "model 'small_resnet' with model.kwargs {'depth': 3}"),
+        (["--set", "optimizer.kwargs={betas2: 1}"], "optimizer 'sgd' with optimizer.kwargs {'betas2': 1}"),
+        (["--set", "hooks.extra=[{name: time_to_accuracy, options: {target: 0.9}}]"],
+         "hooks.extra: hook 'time_to_accuracy' with options {'target': 0.9}"),
+        (["--set", "hooks.profiler.enabled=true", "--set", "hooks.profiler.active=0"], "active ≥ 1"),
+    ]
+    for args, message in cases:
+        r = run_cli("--config", str(cfg_path), "--output-dir", str(tmp_path / "bad"), *args, cwd=tmp_path)
+        assert r.returncode == 2 and "Traceback" not in r.stderr and message in r.stderr, (args, r.stderr[-1500:])
