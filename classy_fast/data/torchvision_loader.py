@@ -15,6 +15,7 @@ Bad files: a worker returns (path, reason) instead of an image; the main process
 
 from __future__ import annotations
 
+import weakref
 from typing import Any, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -78,10 +79,20 @@ def collate_uint8(samples: List[Tuple[Any, int, str, Optional[str]]]):
 
 
 class _PositionSampler(Sampler):
-    """(sample index, seed) pairs of the source's current epoch, from its start position on."""
+    """(sample index, seed) pairs of the source's current epoch, from its start position on.
+
+    It holds its source weakly: source → loader → sampler → source would be a cycle, keeping a dropped
+    source's persistent workers alive until a garbage collection (possibly in a forked worker)."""
 
     def __init__(self, source: "TorchvisionImageData"):
-        self.source = source
+        self._source = weakref.ref(source)
+
+    @property
+    def source(self) -> "TorchvisionImageData":
+        source = self._source()
+        if source is None:
+            raise RuntimeError("the image source of this sampler was released")
+        return source
 
     def __iter__(self):
         s = self.source

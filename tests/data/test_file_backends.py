@@ -192,3 +192,30 @@ def test_truncated_jpegs_never_reach_the_device_decoder(bad_image_folder):
     assert is_whole_jpeg(read("img_00.jpg")) and is_whole_jpeg(read("cmyk.jpg"))
     assert not is_whole_jpeg(read("truncated.jpg")) and not is_whole_jpeg(read("rgba.png"))
     assert is_whole_jpeg(torch.cat([read("img_00.jpg"), torch.zeros(10, dtype=torch.uint8)]))  # trailing junk
+
+
+def test_a_dropped_torchvision_source_stops_its_workers_without_a_collection(image_folder):
+    """No reference cycle keeps a source (and its persistent worker processes) alive once dropped."""
+    import gc
+    import multiprocessing
+    import time
+
+    # A first loader imports modules lazily, and a frame an imported module keeps can hold that first
+    # source alive: warm up the imports, then test a second source.
+    warmup = build(image_folder, "torchvision", "train", num_workers=1)
+    next(iter(warmup))
+    warmup.close()
+    del warmup
+    gc.collect()
+    gc.disable()  # the point: released by reference counting, not by a garbage collection
+    try:
+        data = build(image_folder, "torchvision", "train", num_workers=2)
+        next(iter(data))
+        assert len(multiprocessing.active_children()) >= 2
+        del data
+        deadline = time.monotonic() + 10
+        while multiprocessing.active_children() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert multiprocessing.active_children() == []
+    finally:
+        gc.enable()
