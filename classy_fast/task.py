@@ -241,18 +241,8 @@ class ClassificationTask:
             self.failed = True
             raise
         finally:
-            try:
-                self._call("on_end")
-            finally:
-                self.close_data()
+            self._call("on_end")
         return self.last_phase_metrics
-
-    def close_data(self) -> None:
-        """Stop the data sources' loader workers (they restart if the data is iterated again)."""
-        for data in (self.train_data, self.test_data):
-            close = getattr(getattr(data, "source", data), "close", None)
-            if close is not None:
-                close()
 
     def _stop_if_preempted(self, collective_ok: bool) -> None:
         if self.preemption.should_stop(collective_ok):

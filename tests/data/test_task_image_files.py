@@ -59,16 +59,3 @@ def test_mid_epoch_resume_on_another_world_size_is_refused_for_image_files(image
     state["progress"]["step_in_phase"] = 0  # a phase-end checkpoint resumes on any world size
     ClassificationTask(config_from_dict(d)).load_state_dict(state)
 
-
-def test_a_finished_run_stops_its_loader_workers(image_folder, tmp_path):
-    import multiprocessing
-    import time
-
-    torch.set_num_threads(1)
-    task = ClassificationTask(config_from_dict(image_run(image_folder, tmp_path / "run", num_workers=1)))
-    task.run()
-    deadline = time.monotonic() + 10
-    while multiprocessing.active_children() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert multiprocessing.active_children() == []
-    assert task.train_data._loader is None  # iterating again would start new workers
