@@ -176,7 +176,7 @@ class CheckpointConfig:
     every_n_phases: int = 1
     """Write last.pt after every N train phases (and always at the end)."""
     keep_last: int = 2
-    """Periodic copies (phase_XXXX.pt) to keep; 0 keeps none besides last.pt."""
+    """Periodic copies (phase_XXXX.pt) to keep, the newest; 0 keeps them all."""
     save_periodic: bool = False
     """Also keep a periodic copy per checkpoint (phase_XXXX.pt)."""
     every_n_steps: int = 0

@@ -61,10 +61,9 @@ class CheckpointHook(ClassyHook):
         path = os.path.join(self.directory, f"phase_{task.train_phases_done:04d}.pt")
         shutil.copyfile(self.last_path, path + ".tmp")
         os.replace(path + ".tmp", path)
-        # keep_last = 0 keeps none besides last.pt (the copy just made included).
-        periodic = sorted(glob.glob(os.path.join(self.directory, "phase_*.pt")))
-        for old in periodic[: len(periodic) - self.keep_last]:
-            os.unlink(old)
+        if self.keep_last > 0:  # 0: keep every copy
+            for old in sorted(glob.glob(os.path.join(self.directory, "phase_*.pt")))[: -self.keep_last]:
+                os.unlink(old)
 
     def on_step(self, task) -> None:
         if self.every_n_steps and task.in_train_phase and task.step_in_phase % self.every_n_steps == 0:

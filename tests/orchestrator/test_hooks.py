@@ -75,10 +75,11 @@ def test_checkpoint_keeps_last_k_periodic_copies(tmp_path):
     ClassificationTask(config_from_dict(d, "t")).run()
     files = sorted(os.listdir(tmp_path / "k" / "checkpoints"))
     assert files == ["last.pt", "phase_0003.pt", "phase_0004.pt"]
-    d = tiny_config_dict(tmp_path / "none", epochs=2)
-    d["hooks"]["checkpoint"] = {"save_periodic": True, "keep_last": 0}  # none besides last.pt
+    d = tiny_config_dict(tmp_path / "all", epochs=3)
+    d["hooks"]["checkpoint"] = {"save_periodic": True, "keep_last": 0}  # no limit
     ClassificationTask(config_from_dict(d, "t")).run()
-    assert os.listdir(tmp_path / "none" / "checkpoints") == ["last.pt"]
+    assert sorted(os.listdir(tmp_path / "all" / "checkpoints")) == [
+        "last.pt", "phase_0001.pt", "phase_0002.pt", "phase_0003.pt"]
     for bad in ({"keep_last": -1}, {"every_n_steps": -2}):
         d["hooks"]["checkpoint"] = bad
         with pytest.raises(ValueError, match="must be ≥ 0"):
