@@ -143,8 +143,8 @@ class SchedulerConfig:
     """'constant', 'step', 'multistep', 'cosine', 'linear', 'polynomial' or 'composite'."""
     update_interval: Literal["step", "epoch"] = "step"
     """Update the learning rate every optimizer step or once per epoch."""
-    warmup_epochs: float = 1.0
-    """Linear warmup from warmup_start_factor×lr to lr over this many epochs (0: none)."""
+    warmup_epochs: Optional[float] = None
+    """Linear warmup from warmup_start_factor × lr over this many epochs (0: none); None: min(1, epochs / 5), so a 1-epoch run still warms up."""
     warmup_start_factor: float = 0.1
     """Learning-rate factor at the start of the warmup."""
     end_factor: float = 0.0

@@ -102,11 +102,12 @@ def composite(cfg: SchedulerConfig, epochs: int) -> Schedule:
 def build_schedule(cfg: SchedulerConfig, epochs: float) -> Schedule:
     """The registered schedule, preceded by a linear warmup over ``warmup_epochs`` when set."""
     main = SCHEDULERS.get(cfg.name)(cfg, epochs)
-    if cfg.warmup_epochs <= 0:
+    warmup = cfg.warmup_epochs if cfg.warmup_epochs is not None else min(1.0, epochs / 5)
+    if warmup <= 0:
         return main
-    w = cfg.warmup_epochs / epochs
+    w = warmup / epochs
     if w >= 1:
-        raise ConfigError(f"scheduler.warmup_epochs ({cfg.warmup_epochs}) must be shorter than the run ({epochs} epochs)")
+        raise ConfigError(f"scheduler.warmup_epochs ({warmup}) must be shorter than the run ({epochs} epochs)")
     start = cfg.warmup_start_factor
 
     # Curves (cosine, linear, ...) run over what follows the warmup; step milestones stay at their epochs.

@@ -88,3 +88,10 @@ def test_logged_lr_is_the_one_the_phase_trained_with(tmp_path):
     ClassificationTask(config_from_dict(d, "test")).run()
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["lr"] for r in rows if r["phase_type"] == "train"] == pytest.approx([0.05, 0.05 * 2 / 3, 0.05 / 3])
+
+
+def test_default_warmup_is_one_epoch_or_a_fifth_of_a_short_run():
+    long = build_schedule(SchedulerConfig(name="constant", warmup_start_factor=0.0), 10)
+    assert long(0.05) == pytest.approx(0.5) and long(0.1) == pytest.approx(1.0)  # 1 epoch of 10
+    short = build_schedule(SchedulerConfig(name="constant", warmup_start_factor=0.0), 1)
+    assert short(0.1) == pytest.approx(0.5) and short(0.2) == pytest.approx(1.0)  # a fifth of a 1-epoch run
