@@ -31,7 +31,6 @@ pipeline is rebuilt at the failing batch; rows with label -1 are dropped (eval) 
 
 from __future__ import annotations
 
-import re
 from typing import Dict, Iterator, List, Optional, Set, Tuple
 
 import torch
@@ -188,7 +187,6 @@ class DALIImageData(ImageFileSource):
         order = self.epoch_order(epoch).tolist()[lo:hi]
         first = batch * self.batch_size
         candidates = order[first: first + (self.prefetch + 2) * self.batch_size]
-        named = set(re.findall(r"Failed to decode sample #\d+ : (\S+)", error))
         found = []
         for i in dict.fromkeys(candidates):
             if i in self._bad:
@@ -196,7 +194,8 @@ class DALIImageData(ImageFileSource):
             path = self.files.paths[i]
             try:
                 load_rgb(path)
-                if path in named:
+                # Matched as a substring of DALI's message, not by a pattern: paths may contain spaces.
+                if "Failed to decode sample" in error and path in error:
                     found.append((i, "DALI cannot decode it (PIL can)"))
             except BadImageError as e:
                 found.append((i, e.reason))

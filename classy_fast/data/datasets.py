@@ -30,6 +30,11 @@ def _limit(images: np.ndarray, labels: np.ndarray, limit) -> Tuple[np.ndarray, n
 
 def _in_memory(cfg: DataConfig, split: str, images, labels, num_classes, mean, std, *, device, seed, channels_last):
     train = split == "train"
+    bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
+    if bad.size:  # here the message can name the data (the in-memory source only knows tensors)
+        where = f"data.root {cfg.root}" if cfg.root else f"dataset '{cfg.name}'"
+        raise ValueError(f"{where}, {split} split: label {int(labels[bad[0]])} of sample {int(bad[0])} is out of range "
+                         f"for {num_classes} classes ({bad.size} such labels)")
     images, labels = _limit(images, labels, cfg.limit_train if train else cfg.limit_test)
     return InMemoryImageData(
         torch.from_numpy(np.ascontiguousarray(images)),

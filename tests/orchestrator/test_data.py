@@ -31,6 +31,11 @@ def test_idx_round_trip_and_errors(tmp_path):
         read_idx(str(tmp_path / "junk"))
     with pytest.raises(FileNotFoundError, match="t10k-images"):
         read_idx_split(str(tmp_path), "test")
+    # A label out of range names the data, the split and the sample.
+    write_idx(tmp_path / "train-labels-idx1-ubyte", np.array([0, 1, 12, 3, 14]))
+    with pytest.raises(ValueError, match=rf"data.root {tmp_path}, train split: label 12 of sample 2 is out of range "
+                                         r"for 10 classes \(2 such labels\)"):
+        build_data(DataConfig(name="fashion_mnist", root=str(tmp_path)), "train", device="cpu", seed=0)
 
 
 def test_embedded_subset_is_stratified():
