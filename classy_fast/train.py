@@ -101,7 +101,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not primary:
         return 0
     out = os.path.abspath(cfg.output_dir)
-    print(f"done: test top1={metrics.get('top1', float('nan')):.4f} loss={metrics.get('loss', float('nan')):.4f}")
+    if metrics:
+        print(f"done: test top1={metrics.get('top1', float('nan')):.4f} loss={metrics.get('loss', float('nan')):.4f}")
+    else:  # resumed from the checkpoint of a finished (or early-stopped) run: no phase was left
+        print("done: nothing left to run (the checkpoint's run had finished); raise --epochs to train on")
     checkpoints = [] if cfg.test_only or not cfg.hooks.checkpoint.enabled else ["last.pt"] + (
         ["best.pt"] if os.path.exists(os.path.join(out, "checkpoints", "best.pt")) else [])
     names = [output_name(cfg, n) for n in ("config.yaml", "metrics.jsonl", "metrics.csv")]
