@@ -15,6 +15,7 @@ Bad files: a worker returns (path, reason) instead of an image; the main process
 
 from __future__ import annotations
 
+import gc
 import weakref
 from typing import Any, Iterator, List, Optional, Sequence, Tuple
 
@@ -123,6 +124,11 @@ class DataLoaderImageSource(ImageFileSource):
     def _iterate(self, epoch: int, start_batch: int) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
         if self._loader is None:
             self._loader = self._make_loader()
+        if self._loader.num_workers > 0 and getattr(self._loader, "_iterator", None) is None:
+            # The workers are about to be forked. Garbage the parent has not collected yet would be
+            # collected in each worker instead, where finalizers of objects that own threads (a DALI
+            # pipeline's __del__) deadlock: collect it here first.
+            gc.collect()
         self._iter_epoch, self._iter_start = epoch, start_batch
         yield from prefetch_to_device(self._loader, self._prepare, self.device)
 

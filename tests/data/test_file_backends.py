@@ -219,3 +219,29 @@ def test_a_dropped_torchvision_source_stops_its_workers_without_a_collection(ima
         assert multiprocessing.active_children() == []
     finally:
         gc.enable()
+
+
+def test_garbage_is_collected_in_the_parent_before_workers_fork(image_folder, tmp_path):
+    """A finalizer of pending garbage (a DALI pipeline's, which joins threads) must run in the parent: run
+    in a freshly forked worker, where those threads do not exist, it deadlocked the loader."""
+    log = tmp_path / "finalized"
+
+    class Owner:
+        def __init__(self):
+            self.me = self  # a reference cycle: only a garbage collection frees it
+
+        def __del__(self):
+            with open(log, "a") as f:
+                f.write(f"{os.getpid()}\n")
+
+    import gc
+
+    gc.collect()
+    gc.disable()  # only an explicit collection frees the cycle (forked workers inherit this too)
+    try:
+        Owner()  # garbage now, collected by nobody yet
+        data = build(image_folder, "torchvision", "train", num_workers=2)
+        next(iter(data))
+        assert log.exists() and log.read_text().split() == [str(os.getpid())]
+    finally:
+        gc.enable()
