@@ -124,3 +124,20 @@ def test_export_of_ema_weights_without_an_ema_fails_before_training(tmp_path):
     with pytest.raises(ValueError, match="hooks.export.use_ema needs ema.enabled"):
         task.run()
     assert task.train_phases_done == 0
+
+
+def test_time_to_accuracy_counts_on_across_a_resume_and_reports_once(tmp_path):
+    from classy_fast.hooks import TimeToAccuracyHook
+
+    first = TimeToAccuracyHook(target_top1=0.0)
+    first.load_state_dict({"elapsed_seconds": 100.0, "reached_seconds": None, "reached_epoch": None})
+    d = tiny_config_dict(tmp_path / "t", epochs=1)
+    task = ClassificationTask(config_from_dict(d, "t"), hooks=[first])
+    task.run()
+    assert first.reached_seconds >= 100.0 and first.reached_epoch == 1  # the 100 s before the checkpoint count
+    state = first.state_dict()
+    again = TimeToAccuracyHook(target_top1=0.0)
+    again.load_state_dict(state)
+    task2 = ClassificationTask(config_from_dict(tiny_config_dict(tmp_path / "u", epochs=1), "t"), hooks=[again])
+    task2.run()
+    assert again.reached_seconds == first.reached_seconds and again.reached_epoch == 1  # not reported again
