@@ -185,9 +185,10 @@ class EMAHook(ClassyHook):
     def _precise_bn(self, task) -> None:
         """Recompute the EMA model's statistics through the EMA weights, on the batches the precise BN
         hook used for the model's, for the BatchNorm layers the model trains (a frozen trunk's stay)."""
-        trained = {id(m) for m in bn_layers_in_training(unwrap_model(task.model))}
+        model = unwrap_model(task.model)
+        trained = {id(m) for m in bn_layers_in_training(model)}
         ema_modules = dict(self.ema.module.named_modules())
-        layers = [ema_modules[name] for name, m in unwrap_model(task.model).named_modules() if id(m) in trained]
+        layers = [ema_modules[name] for name, m in model.named_modules() if id(m) in trained]
         recompute_bn_stats(self.ema.module, task, task.cfg.precise_bn.num_samples, layers)
 
     def state_dict(self) -> Dict[str, Any]:

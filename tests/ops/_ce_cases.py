@@ -64,3 +64,13 @@ def _fused_and_reference(fn_fused, fn_ref, x):
 
 def _assert_close(actual, expected, tol, what):
     torch.testing.assert_close(actual, expected.to(actual.dtype), **tol, msg=lambda m: f"{what}: {m}")
+
+
+def _assert_fused_matches(fn_fused, fn_ref, x, what=""):
+    """Loss and grad of the fused op against the reference on the same logits, with the dtype's tolerances;
+    returns (loss, grad) for further checks."""
+    loss, ref, grad, grad_ref = _fused_and_reference(fn_fused, fn_ref, x)
+    prefix = f"{what} " if what else ""
+    _assert_close(loss, ref, TOL[x.dtype]["loss"], prefix + "loss")
+    _assert_close(grad, grad_ref, TOL[x.dtype]["grad"], prefix + "grad")
+    return loss, grad
