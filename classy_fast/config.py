@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Literal, Optional, Tuple
 import yaml
 
 from .recipe_config import (EarlyStoppingConfig, EMAConfig, ExportConfig, FinetuneConfig, MixupConfig,
-                            PreciseBNConfig, PredictionsConfig)
+                            PreciseBNConfig, PredictionsConfig, RandomErasingConfig)
 
 
 class ConfigError(ValueError):
@@ -83,6 +83,12 @@ class DataConfig:
     """Random-resized-crop area range, as fractions of the image area."""
     ratio: Tuple[float, float] = (0.75, 1.3333333333333333)
     """Random-resized-crop aspect-ratio range (width / height)."""
+    auto_augment: Literal["none", "trivial_augment", "rand_augment"] = "none"
+    """Augmentation policy on each training crop of image files (backends torchvision and dali; data/auto_augment.py): 'trivial_augment' (TrivialAugmentWide, torchvision's ResNet-50 recipe) or 'rand_augment' (auto_augment_ops operations at auto_augment_magnitude)."""
+    auto_augment_ops: int = 2
+    """RandAugment: operations applied to each image."""
+    auto_augment_magnitude: int = 9
+    """RandAugment: magnitude bin of every operation, 0-30."""
     mean: Optional[List[float]] = None
     """Per-channel mean in [0, 1] for normalization (None: ImageNet's for image files, the training set's for 'arrays')."""
     std: Optional[List[float]] = None
@@ -315,6 +321,8 @@ class TrainConfig:
     """Bit-identical reruns on the same GPU: deterministic algorithms only (torch.use_deterministic_algorithms, warning for ops without one), cuDNN deterministic and not autotuned (overrides cudnn_benchmark), cuBLAS's fixed workspace. Costs speed. classy_fast's fused ops are deterministic either way."""
     mixup: MixupConfig = field(default_factory=MixupConfig)
     """Mixup / CutMix of training batches (off unless an alpha is set)."""
+    random_erasing: RandomErasingConfig = field(default_factory=RandomErasingConfig)
+    """Random erasing of training images (off unless prob > 0)."""
     ema: EMAConfig = field(default_factory=EMAConfig)
     """Exponential moving average of the weights, evaluated in test phases."""
     precise_bn: PreciseBNConfig = field(default_factory=PreciseBNConfig)

@@ -23,17 +23,13 @@ run resumed mid-epoch mixes exactly as one that never stopped.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterator, Tuple
+from typing import Any, Tuple
 
 import torch
 import torch.nn.functional as F
 
-from . import distributed
-from .data.memory import _mix_seed
+from .data.batch_transform import MIXUP_STREAM, SeededBatchTransform
 from .recipe_config import MixupConfig
-
-# Stream tag of the mixup generator in _mix_seed(seed, epoch, batch, tag); the data's crop/flip uses 1.
-_MIXUP_STREAM = 2
 
 
 @dataclass
@@ -181,48 +177,14 @@ def _uniform_int(low: int, high: int, n: int, generator: torch.Generator, device
     return torch.randint(low, high + 1, (n,), device=device, generator=generator)
 
 
-class MixupBatches:
+class MixupBatches(SeededBatchTransform):
     """A training batch source whose batches come mixed: it yields (images, (target_a, target_b, λ)).
 
-    Wraps a source with the InMemoryImageData protocol (``__iter__``, ``__len__``, ``resume_at``,
-    ``set_epoch``); everything else (num_samples, batch_size, ...) is the source's. ``source`` is the
-    unmixed data (precise BN reads it).
-    """
+    ``source`` is the unmixed data (precise BN reads it)."""
 
     def __init__(self, source: Any, mixup: Mixup, seed: int):
-        self.source = source
+        super().__init__(source, mixup, seed, MIXUP_STREAM)
         self.mixup = mixup
-        self.seed = seed
-        # Ranks draw their own λ and boxes (as timm's per-process mixing does), like their own crops.
-        self.rank = distributed.rank()
-        self.epoch = 0
-        self.start_batch = 0
-
-    def __getattr__(self, name: str) -> Any:
-        if name == "source":  # not yet set (copy/unpickle): avoid recursing
-            raise AttributeError(name)
-        return getattr(self.source, name)
-
-    def __len__(self) -> int:
-        return len(self.source)
-
-    def set_epoch(self, epoch: int) -> None:
-        if epoch != self.epoch:
-            self.start_batch = 0
-        self.epoch = epoch
-        self.source.set_epoch(epoch)
-
-    def resume_at(self, epoch: int, batch_index: int) -> None:
-        self.epoch, self.start_batch = epoch, batch_index
-        self.source.resume_at(epoch, batch_index)
-
-    def __iter__(self) -> Iterator[Tuple[torch.Tensor, Tuple]]:
-        epoch, start = self.epoch, self.start_batch
-        self.start_batch = 0
-        for index, (images, target) in enumerate(self.source, start):
-            seed = _mix_seed(self.seed, epoch, index, _MIXUP_STREAM, self.rank)
-            g = torch.Generator(device=images.device).manual_seed(seed)
-            yield self.mixup(images, target, g)
 
 
 def wrap_with_mixup(data: Any, cfg: MixupConfig, seed: int) -> Any:

@@ -1,7 +1,7 @@
-"""Config sections of the training-recipe features: Mixup/CutMix, model EMA, precise BN, fine-tuning,
+"""Config sections of the training-recipe features: Mixup/CutMix, random erasing, model EMA, precise BN, fine-tuning,
 model export and prediction files.
 
-They are fields of ``classy_fast.config.TrainConfig`` (``mixup``, ``ema``, ``precise_bn``,
+They are fields of ``classy_fast.config.TrainConfig`` (``mixup``, ``random_erasing``, ``ema``, ``precise_bn``,
 ``finetune``) and ``HooksConfig`` (``export``, ``predictions``), loaded with the same strict rules;
 they live here so the recipe code and its settings stay together. This module imports nothing from
 classy_fast (config.py imports it).
@@ -29,6 +29,19 @@ class MixupConfig:
     mode: Literal["batch", "pair", "elem"] = "batch"
     """'batch': one λ (and box) per batch; 'pair': one per mirrored pair (i, B-1-i); 'elem': one per sample.
     'pair'/'elem' give a per-sample λ, so the loss builds B×C soft targets instead of the fused mixup kernel."""
+
+
+@dataclass
+class RandomErasingConfig:
+    prob: float = 0.0
+    """Probability that a training image gets a random rectangle erased (Zhong et al. 2017), on the device
+    after normalization and before Mixup/CutMix; 0 turns it off (timm's reprob, 0.25 in its ImageNet recipes)."""
+    scale: Tuple[float, float] = (0.02, 1 / 3)
+    """Range of the erased area, as fractions of the image area."""
+    ratio: Tuple[float, float] = (0.3, 1 / 0.3)
+    """Range of the erased box's aspect ratio (height / width), drawn log-uniformly."""
+    value: Literal["zero", "random"] = "zero"
+    """Fill: 'zero' (the normalized mean colour) or 'random' (per-pixel N(0, 1) noise, timm's 'pixel' mode)."""
 
 
 @dataclass

@@ -35,6 +35,7 @@ from .hooks import CheckpointHook, ClassyHook, build_hooks
 from .losses import build_loss
 from .meters import LossMeter, ThroughputMeter, build_meters
 from .mixup import wrap_with_mixup
+from .random_erasing import wrap_with_random_erasing
 from .models import build_model
 from .parallel import ParallelTraining
 from .performance import ForwardLoss, configure_backends
@@ -66,7 +67,9 @@ class ClassificationTask:
         # of each global batch (data/global_batch_sharding.py); augmentation streams add the rank to their seed.
         data_kw = dict(device=self.device, seed=cfg.seed, channels_last=cfg.channels_last)
         self.train_data = None if cfg.test_only else build_data(cfg.data, "train", **data_kw)
-        # Mixup/CutMix (when configured): training batches come as (images, (target_a, target_b, lam)).
+        # Random erasing, then Mixup/CutMix (when configured), on the device; mixed training batches come as
+        # (images, (target_a, target_b, lam)).
+        self.train_data = wrap_with_random_erasing(self.train_data, cfg.random_erasing, data_kw["seed"])
         self.train_data = wrap_with_mixup(self.train_data, cfg.mixup, data_kw["seed"])
         self.test_data = build_data(cfg.data, "test", **data_kw)
         self.num_classes = self.test_data.num_classes

@@ -1,8 +1,8 @@
 """The NVIDIA DALI backend: one pipeline definition that runs on a GPU and without one.
 
     train: readers.file → decoders.image_random_crop (ROI decode: only the crop's part of the JPEG
-           is decoded) → resize to crop_size² → crop_mirror_normalize (random mirror, mean/std,
-           fp32/fp16, CHW or HWC for channels_last)
+           is decoded) → resize to crop_size² → [data.auto_augment policy: DALI's auto_aug suites]
+           → crop_mirror_normalize (random mirror, mean/std, fp32/fp16, CHW or HWC for channels_last)
     eval:  readers.file → decoders.image → resize (shorter side) → crop_mirror_normalize (center crop)
 
 With a CUDA device the decoder is ``device="mixed"`` (nvJPEG, the hardware decoder where the GPU
@@ -35,6 +35,7 @@ from typing import Dict, Iterator, List, Optional, Set, Tuple
 
 import torch
 
+from .auto_augment import AutoAugment
 from .bad_data import BadImageError
 from .file_source import ImageFileSource
 from .memory import _mix_seed
@@ -65,8 +66,9 @@ def dali_available() -> bool:
 def build_image_pipeline(files: List[str], labels: List[int], *, train: bool, augment: bool, use_gpu: bool,
                          batch_size: int, num_threads: int, device_id: Optional[int], seed: int, shard_id: int,
                          num_shards: int, crop_size: int, resize_size: int, scale, ratio, mean, std, flip: bool,
-                         fp16: bool, channels_last: bool, prefetch: int):
-    """The DALI pipeline (built, not started). ``use_gpu`` False: CPU-only, ``device_id`` None."""
+                         fp16: bool, channels_last: bool, prefetch: int, auto_augment: Optional[AutoAugment] = None):
+    """The DALI pipeline (built, not started). ``use_gpu`` False: CPU-only, ``device_id`` None.
+    ``auto_augment``: a policy applied to the training crops (uint8 HWC) before normalization."""
     from nvidia.dali import fn, pipeline_def, types
 
     ops_device = "gpu" if use_gpu else "cpu"
@@ -76,8 +78,11 @@ def build_image_pipeline(files: List[str], labels: List[int], *, train: bool, au
                   output_layout="HWC" if channels_last else "CHW",
                   mean=[255.0 * m for m in mean], std=[255.0 * s for s in std])
 
+    policy = auto_augment if train and augment else None
+
+    # The policies pick one operation per sample with DALI's conditionals (``if`` on data nodes).
     @pipeline_def(batch_size=batch_size, num_threads=num_threads, device_id=device_id, seed=seed,
-                  prefetch_queue_depth=prefetch)
+                  prefetch_queue_depth=prefetch, enable_conditionals=policy is not None)
     def image_pipeline():
         jpegs, label = fn.readers.file(files=files, labels=labels, shard_id=shard_id, num_shards=num_shards,
                                        pad_last_batch=True, random_shuffle=False, name=READER)
@@ -85,6 +90,8 @@ def build_image_pipeline(files: List[str], labels: List[int], *, train: bool, au
             images = fn.decoders.image_random_crop(jpegs, output_type=types.RGB, random_area=list(scale),
                                                    random_aspect_ratio=list(ratio), num_attempts=10, **decode_kw)
             images = fn.resize(images, device=ops_device, resize_x=crop_size, resize_y=crop_size)
+            if policy is not None:
+                images = policy.dali_apply(images)
             mirror = fn.random.coin_flip(probability=0.5) if flip else 0
             images = fn.crop_mirror_normalize(images, mirror=mirror, **cmn_kw)
         else:
@@ -150,7 +157,8 @@ class DALIImageData(ImageFileSource):
             device_id=self.device_id, seed=_mix_seed(self.seed, self.rank, epoch, start_batch, 3) % (2**31 - 1),
             shard_id=self.rank, num_shards=self.world_size, crop_size=self.crop_size, resize_size=self.resize_size,
             scale=self.scale, ratio=self.ratio, mean=self.mean, std=self.std, flip=self.flip,
-            fp16=self.dtype == torch.float16, channels_last=self.channels_last, prefetch=self.prefetch)
+            fp16=self.dtype == torch.float16, channels_last=self.channels_last, prefetch=self.prefetch,
+            auto_augment=self.auto_augment)
         pipe.build()
         policy = (LastBatchPolicy.DROP if self.drop_last else LastBatchPolicy.FILL) if self.train \
             else LastBatchPolicy.PARTIAL

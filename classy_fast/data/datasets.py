@@ -12,6 +12,7 @@ import torch
 from .. import distributed
 from ..config import DataConfig
 from ..registry import DATASETS
+from .auto_augment import refuse_for as refuse_auto_augment
 from .file_source import DTYPES
 from .idx import read_idx_split
 from .memory import InMemoryImageData, _mix_seed
@@ -35,6 +36,7 @@ def _in_memory(cfg: DataConfig, split: str, images, labels, num_classes, mean, s
         where = f"data.root {cfg.root}" if cfg.root else f"dataset '{cfg.name}'"
         raise ValueError(f"{where}, {split} split: label {int(labels[bad[0]])} of sample {int(bad[0])} is out of range "
                          f"for {num_classes} classes ({bad.size} such labels)")
+    refuse_auto_augment(cfg, f"the in-memory dataset '{cfg.name}'")
     images, labels = _limit(images, labels, cfg.limit_train if train else cfg.limit_test)
     return InMemoryImageData(
         torch.from_numpy(np.ascontiguousarray(images)),

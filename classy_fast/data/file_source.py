@@ -21,6 +21,7 @@ from typing import Dict, Iterator, Optional, Sequence, Tuple
 
 import torch
 
+from .auto_augment import AutoAugment
 from .bad_data import SkippedFiles
 from .image_files import ImageList
 from .memory import _mix_seed
@@ -61,6 +62,7 @@ class ImageFileSource:
         num_workers: int = 4,
         prefetch: int = 2,
         skipped: Optional[SkippedFiles] = None,
+        auto_augment: Optional[AutoAugment] = None,
     ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
@@ -78,6 +80,7 @@ class ImageFileSource:
         self.mean = tuple(float(m) for m in (mean * 3 if len(mean) == 1 else mean))
         self.std = tuple(float(s) for s in (std * 3 if len(std) == 1 else std))
         self.augment = augment and train
+        self.auto_augment = auto_augment if self.augment else None  # the policy (data/auto_augment.py), training only
         self.flip = flip
         self.drop_last = drop_last and train
         self.channels_last = channels_last

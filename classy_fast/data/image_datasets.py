@@ -12,12 +12,14 @@ device, else torchvision.
 from __future__ import annotations
 
 import logging
+from typing import Optional
 
 import numpy as np
 import torch
 
 from ..config import DataConfig
 from ..registry import DATASETS
+from .auto_augment import AutoAugment, from_config
 from .bad_data import SkippedFiles
 from .dali_pipeline import DALI_HINT, DALIImageData, dali_import_error
 from .file_source import DTYPES, IMAGENET_MEAN, IMAGENET_STD, ImageFileSource
@@ -30,15 +32,21 @@ log = logging.getLogger("classy_fast")
 BACKENDS = {"dali": DALIImageData, "nvjpeg": GPUJpegImageData, "torchvision": TorchvisionImageData}
 
 
-def choose_backend(requested: str, device: torch.device) -> str:
+def choose_backend(requested: str, device: torch.device, auto_augment: Optional[AutoAugment] = None) -> str:
+    """The backend for ``data.backend``; 'auto' skips nvjpeg when an augmentation policy is configured."""
     if requested != "auto":
         if requested not in BACKENDS:
             raise ValueError(f"data.backend must be one of auto, {', '.join(BACKENDS)}; got {requested!r}")
         if requested == "dali" and dali_import_error() is not None:
             raise ImportError(f"data.backend=dali: {DALI_HINT} ({dali_import_error()})")
+        if requested == "nvjpeg" and auto_augment is not None:
+            raise ValueError(f"data.auto_augment={auto_augment.policy} needs data.backend torchvision or dali: the nvjpeg "
+                             "backend crops, resizes and normalizes in one kernel, with no uint8 image to augment")
         return requested
     if dali_import_error() is None:
         return "dali"
+    if auto_augment is not None:
+        return "torchvision"
     return "nvjpeg" if torch.device(device).type == "cuda" else "torchvision"
 
 
@@ -55,14 +63,15 @@ def build_image_files(cfg: DataConfig, split: str, kind: str, *, device, seed: i
     train = split == "train"
     skipped = SkippedFiles(cfg.strict, split)
     files = spread_subset(image_list(cfg.root, kind, split, skipped), cfg.limit_train if train else cfg.limit_test)
-    backend = choose_backend(cfg.backend, device)
+    auto_augment = from_config(cfg) if train else None
+    backend = choose_backend(cfg.backend, device, auto_augment)
     log.info("data: %s %s split: %d files, %d classes, backend %s", kind, split, len(files), files.num_classes, backend)
     return BACKENDS[backend](
         files, batch_size=cfg.batch_size if train else cfg.test_batch_size, train=train, device=device, seed=seed,
         crop_size=cfg.crop_size, resize_size=cfg.resize_size, scale=cfg.scale, ratio=cfg.ratio,
         mean=cfg.mean or IMAGENET_MEAN, std=cfg.std or IMAGENET_STD, augment=cfg.augment, flip=cfg.flip,
         drop_last=cfg.drop_last, channels_last=channels_last, dtype=DTYPES[cfg.dtype], num_workers=cfg.num_workers,
-        prefetch=cfg.prefetch, skipped=skipped)
+        prefetch=cfg.prefetch, skipped=skipped, auto_augment=auto_augment)
 
 
 @DATASETS.register("image_folder")

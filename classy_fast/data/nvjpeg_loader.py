@@ -100,6 +100,9 @@ class GPUJpegImageData(DataLoaderImageSource):
 
     def __init__(self, files, **kw):
         super().__init__(files, **kw)
+        if self.auto_augment is not None:
+            raise ValueError(f"data.auto_augment={self.auto_augment.policy}: the nvjpeg backend has no uint8 crop to "
+                             "augment (one fused kernel crops, resizes and normalizes); use data.backend torchvision or dali")
         self._loader: Optional[DataLoader] = None
         self._iter_epoch, self._iter_start = 0, 0
 

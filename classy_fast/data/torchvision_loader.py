@@ -3,8 +3,8 @@ fallback that needs nothing beyond torchvision, and the baseline the faster back
 measured against).
 
 Per sample, in a worker: PIL decode (odd modes converted to RGB) → random-resized crop (the box
-from crop_boxes.py, seeded per sample) resized bilinearly by PIL → random horizontal flip → uint8
-CHW tensor; evaluation: resize the shorter side, center crop. Batches are collated as uint8
+from crop_boxes.py, seeded per sample) resized bilinearly by PIL → random horizontal flip → the
+``data.auto_augment`` policy if any (auto_augment.py, same seed) → uint8 CHW tensor; evaluation: resize the shorter side, center crop. Batches are collated as uint8
 (a quarter of float32's bytes through shared memory and PCIe), pinned by the DataLoader, and
 copied to the device and normalized there on a side stream (prefetch.py), as NVIDIA's reference
 PyTorch pipeline does. Workers are persistent across epochs.
@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from .auto_augment import AutoAugment, apply_pil
 from .bad_data import BadImageError
 from .crop_boxes import sample_box
 from .file_source import ImageFileSource
@@ -33,11 +34,12 @@ class ImageFileDataset(Dataset):
     """Decode + augment one sample; indexed by (sample index, augmentation seed) pairs."""
 
     def __init__(self, paths: Sequence[str], labels: np.ndarray, *, train: bool, augment: bool, crop_size: int,
-                 resize_size: int, scale, ratio, flip: bool):
+                 resize_size: int, scale, ratio, flip: bool, auto_augment: Optional[AutoAugment] = None):
         self.paths, self.labels = list(paths), labels
         self.train, self.augment, self.flip = train, augment, flip
         self.crop_size, self.resize_size = crop_size, resize_size
         self.scale, self.ratio = scale, ratio
+        self.policy = auto_augment.torchvision_transform() if auto_augment is not None and train and augment else None
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -63,6 +65,8 @@ class ImageFileDataset(Dataset):
             img = F.resized_crop(img, top, left, h, w, size, InterpolationMode.BILINEAR)
             if mirror:
                 img = F.hflip(img)
+            if self.policy is not None:
+                img = apply_pil(self.policy, img, seed)
         else:
             img = F.center_crop(F.resize(img, self.resize_size, InterpolationMode.BILINEAR), size)
         return F.pil_to_tensor(img), label, path, None
@@ -148,7 +152,7 @@ class TorchvisionImageData(DataLoaderImageSource):
 
         dataset = ImageFileDataset(self.files.paths, self.files.labels, train=self.train, augment=self.augment,
                                    crop_size=self.crop_size, resize_size=self.resize_size, scale=self.scale,
-                                   ratio=self.ratio, flip=self.flip)
+                                   ratio=self.ratio, flip=self.flip, auto_augment=self.auto_augment)
         workers = self.num_workers
         return DataLoader(
             dataset, batch_size=self.batch_size, sampler=_PositionSampler(self), collate_fn=collate_uint8,

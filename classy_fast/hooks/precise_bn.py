@@ -26,6 +26,7 @@ from torch import nn
 
 from .. import distributed
 from ..models import unwrap_model
+from ..mixup import MixupBatches
 from .base import ClassyHook
 
 
@@ -75,7 +76,8 @@ def recompute_bn_stats(model: nn.Module, task, num_samples: int,
     """Precise BN for ``model`` (any module taking the task's images) over the first
     ⌈num_samples / batch_size⌉ batches of the train phase just finished, unmixed, with the run's
     augmentation and autocast. Every call sees the same batches."""
-    source = getattr(task.train_data, "source", task.train_data)  # unmixed batches
+    # Unmixed batches (random erasing, an augmentation of single images, stays).
+    source = task.train_data.source if isinstance(task.train_data, MixupBatches) else task.train_data
     num_batches = math.ceil(num_samples / source.batch_size)
     source.resume_at(task.phase["epoch"], 0)
     batches = (images for images, _ in itertools.islice(iter(source), num_batches))

@@ -1,4 +1,4 @@
-"""A run with Mixup, EMA, precise BN and accumulation, killed mid-epoch and resumed, ends bit-identical."""
+"""A run with Mixup, random erasing, EMA, precise BN and accumulation, killed mid-epoch and resumed, ends bit-identical."""
 
 import os
 
@@ -29,7 +29,8 @@ class InterruptAtUpdate(ClassyHook):
 def make_task(out, extra_hooks=()):
     d = tiny_config_dict(out, simulated_global_batch_size=32, mixup={"mixup_alpha": 0.4, "cutmix_alpha": 1.0,
                                                                      "mode": "pair"},
-                         ema={"enabled": True, "decay": 0.9}, precise_bn={"enabled": True, "num_samples": 16})
+                         ema={"enabled": True, "decay": 0.9}, precise_bn={"enabled": True, "num_samples": 16},
+                         random_erasing={"prob": 0.5, "value": "random"})
     d["data"] = {**d["data"], "synthetic_train_size": 128}  # 8 batches of 16 → 4 updates per epoch
     d["hooks"] = {**d["hooks"], "checkpoint": {"every_n_steps": 2}}
     cfg = config_from_dict(d, "test")
