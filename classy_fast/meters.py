@@ -160,7 +160,7 @@ class LossMeter(Meter):
         self.state["first_nonfinite_step"].fill_(-1)
 
     def update_loss(self, loss: torch.Tensor, batch_size: int, step: torch.Tensor) -> None:
-        """``loss``: the batch-mean loss (0-dim); ``step``: a 0-dim int64 device tensor holding the global step."""
+        """``loss``: the batch-mean loss (0-dim); ``step``: a 0-dim int64 device tensor counting training steps (the step a NaN report names)."""
         loss = loss.detach().to(torch.float64)
         self.state["sum"] += loss * batch_size
         self.state["count"] += batch_size

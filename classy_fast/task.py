@@ -115,7 +115,7 @@ class ClassificationTask:
         self._eval_step = build_eval_step(self)  # eager, or CUDA-graph replays of device_eval_step
 
         # Progress. ``phase_index`` is the phase to run next (or running); the counters are host ints
-        # except ``_step_tensor``, the device-side copy of the global step used to locate a bad loss.
+        # except ``_step_tensor``, the device-side count of training micro-steps used to locate a bad loss.
         self.phases = self._plan_phases()
         self.phase_index = 0
         self.step_in_phase = 0
@@ -174,6 +174,7 @@ class ClassificationTask:
         reads, no Python decisions on tensor values, no new host-side state per call.
         """
         logits, loss = self.forward_loss(self.train_model, images, target)
+        self._step_tensor += 1  # training (micro-)steps only: the number a NaN report names
         scaler = self.precision.scaler
         scaled = self.accumulation.scale(loss)
         (scaler.scale(scaled) if scaler is not None else scaled).backward()
@@ -221,7 +222,6 @@ class ClassificationTask:
         dense = target[0] if isinstance(target, (tuple, list)) else target
         for meter in self.meters:
             meter.update(logits, dense)
-        self._step_tensor += 1
         self.loss_meter.update_loss(loss, logits.shape[0], self._step_tensor)
 
     # ------------------------------------------------------------------ phases
@@ -313,8 +313,10 @@ class ClassificationTask:
             return
         bad = self.loss_meter.first_nonfinite_step()
         if bad >= 0:
+            in_epoch = bad - (int(self._step_tensor) - self.step_in_phase)
             raise NonFiniteLossError(
-                f"non-finite training loss at global step {bad} (epoch {self.phase['epoch'] + 1}); "
+                f"non-finite training loss at training step {bad} of the run (step {in_epoch} of epoch "
+                f"{self.phase['epoch'] + 1}, counting micro-steps from 1); "
                 f"the last checkpoint written before it is intact. Lower optimizer.lr, enable "
                 f"optimizer.max_grad_norm, or check the data.")
 

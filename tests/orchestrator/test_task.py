@@ -97,12 +97,33 @@ def _nan_after(cfg):
     return loss
 
 
+@LOSSES.register("nan_after_8_training_calls", override=True)
+def _nan_after_training_calls(cfg):
+    calls = {"n": 0}
+
+    def loss(logits, target):
+        if torch.is_grad_enabled():  # training steps only (evaluation runs under inference_mode)
+            calls["n"] += 1
+        value = torch.nn.functional.cross_entropy(logits, target)
+        return value * float("nan") if calls["n"] > 8 else value
+
+    return loss
+
+
+def test_nan_step_counts_training_steps_only(tmp_path):
+    # 6 training steps per epoch and a 3-step test phase after epoch 1: the 9th training step is step 3 of
+    # epoch 2 (the test steps in between are not counted).
+    d = tiny_config_dict(tmp_path / "n", loss={"name": "nan_after_8_training_calls"})
+    with pytest.raises(NonFiniteLossError, match=r"training step 9 of the run \(step 3 of epoch 2"):
+        make_task(d).run()
+
+
 def test_nan_loss_stops_with_step_and_keeps_good_checkpoint(tmp_path):
     d = tiny_config_dict(tmp_path / "n", loss={"name": "nan_after_5_calls"},
                          hooks={"progress_bar": False, "log_interval": 4, "model_complexity": False,
                                 "checkpoint": {"every_n_steps": 3}})
     task = make_task(d)
-    with pytest.raises(NonFiniteLossError, match="global step 6"):
+    with pytest.raises(NonFiniteLossError, match=r"training step 6 of the run \(step 6 of epoch 1"):
         task.run()
     state = load_checkpoint(str(tmp_path / "n" / "checkpoints" / "last.pt"))
     assert state["progress"]["num_updates"] == 3  # the step-6 save was refused; step 3's file is intact
