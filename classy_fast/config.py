@@ -76,9 +76,11 @@ class DataConfig:
     prefetch: int = 2
     """Batches prepared ahead (DataLoader prefetch_factor per worker, DALI prefetch_queue_depth)."""
     crop_size: int = 224
-    """Side of the training crop and of the evaluation center crop (image_folder, file_list)."""
+    """Side of the training crop, and of the evaluation center crop unless test_crop_size is set (image_folder, file_list)."""
     resize_size: int = 256
     """Evaluation: the shorter side is resized to this before the center crop."""
+    test_crop_size: Optional[int] = None
+    """Evaluation center-crop side (image_folder, file_list); None: crop_size. Low-resolution training evaluates larger (FixRes; torchvision's ResNet-50 recipe: crop_size 176, test_crop_size 224, resize_size 232)."""
     scale: Tuple[float, float] = (0.08, 1.0)
     """Random-resized-crop area range, as fractions of the image area."""
     ratio: Tuple[float, float] = (0.75, 1.3333333333333333)

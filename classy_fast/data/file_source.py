@@ -66,6 +66,9 @@ class ImageFileSource:
     ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
+        if crop_size < 1 or resize_size < 1:
+            raise ValueError(f"crop sizes (data.crop_size, data.test_crop_size) and data.resize_size must be ≥ 1, "
+                             f"got crop {crop_size}, resize {resize_size}")
         if len(mean) not in (1, 3) or len(std) not in (1, 3):
             raise ValueError(f"mean/std need 1 or 3 values, got {len(mean)} and {len(std)}")
         if not 0 < scale[0] <= scale[1] <= 1 or not 0 < ratio[0] <= ratio[1]:

@@ -68,7 +68,8 @@ def build_image_files(cfg: DataConfig, split: str, kind: str, *, device, seed: i
     log.info("data: %s %s split: %d files, %d classes, backend %s", kind, split, len(files), files.num_classes, backend)
     return BACKENDS[backend](
         files, batch_size=cfg.batch_size if train else cfg.test_batch_size, train=train, device=device, seed=seed,
-        crop_size=cfg.crop_size, resize_size=cfg.resize_size, scale=cfg.scale, ratio=cfg.ratio,
+        crop_size=cfg.crop_size if train or cfg.test_crop_size is None else cfg.test_crop_size,
+        resize_size=cfg.resize_size, scale=cfg.scale, ratio=cfg.ratio,
         mean=cfg.mean or IMAGENET_MEAN, std=cfg.std or IMAGENET_STD, augment=cfg.augment, flip=cfg.flip,
         drop_last=cfg.drop_last, channels_last=channels_last, dtype=DTYPES[cfg.dtype], num_workers=cfg.num_workers,
         prefetch=cfg.prefetch, skipped=skipped, auto_augment=auto_augment)

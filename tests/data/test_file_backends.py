@@ -65,6 +65,19 @@ def test_dtype_layout_and_filled_last_batch(image_folder, backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+def test_evaluation_crop_can_differ_from_the_training_crop(image_folder, backend):
+    # FixRes-style: train at 16 px, evaluate a 24 px center crop of the image resized to 28.
+    train = build(image_folder, backend, "train", crop_size=16, test_crop_size=24)
+    test = build(image_folder, backend, "test", crop_size=16, test_crop_size=24)
+    assert train.image_size == (16, 16) and test.image_size == (24, 24)
+    assert next(iter(train))[0].shape[-2:] == (16, 16)
+    x, y = next(iter(test))
+    assert x.shape[-2:] == (24, 24) and class_of(x) == y.tolist()
+    with pytest.raises(ValueError, match="data.test_crop_size"):
+        build(image_folder, backend, "test", test_crop_size=0)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_rank_shards_partition_eval_and_equalize_train(image_folder, backend):
     per_class = Counter()
     for rank in range(2):
