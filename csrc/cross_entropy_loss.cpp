@@ -15,6 +15,7 @@
 // CPU/CUDA kernels' fake implementations (classy_fast/ops/cross_entropy.py).
 #include <ATen/core/Tensor.h>
 #include <ATen/core/dispatch/Dispatcher.h>
+#include <ATen/ops/one_hot.h>
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/library.h>
 
@@ -60,23 +61,40 @@ Tensor row_grad(const Tensor& grad_loss, const Tensor& count, int64_t reduction,
   return g.expand_symint({logits.sym_size(0)});
 }
 
-// What every backward below shares. The kernels' gradient is not differentiable again, so it is
-// computed without recording (a create_graph=True caller then gets torch's "does not require
-// grad" error when differentiating it, not a silently wrong second derivative), and the in-place
-// path, which hands back the logits tensor itself, is taken only when no graph is being built.
-// Never in place over a leaf (a user's tensor, not an activation) either.
+// What every backward below shares. The kernels' gradient is not differentiable again. Without
+// create_graph it is computed by the kernels, without recording; with create_graph=True (input-
+// gradient penalties, double backprop) the backward computes the same gradient with differentiable
+// ATen ops instead (graph_logits_grad), so second derivatives through it are right: a gradient
+// that silently dropped the loss's own Hessian term would be wrong without any error. The in-place
+// path, which hands back the logits tensor itself, is taken only when no graph is being built, and
+// never over a user's tensor: a leaf, or a view of a leaf (its .grad would alias its data).
 struct BackwardContext {
   Tensor g;  // undefined: no gradient flows to the loss, or none is needed for the logits
   bool inplace;
+  bool create_graph;
 };
+
+bool owned_by_user(const Tensor& t) { return t.is_leaf() || (t.is_view() && t._base().is_leaf()); }
 
 BackwardContext backward_context(AutogradContext* ctx, const variable_list& grads, const Tensor& logits,
                                  const Tensor& count, bool logits_need_grad) {
-  if (!grads[0].defined() || !logits_need_grad) return {Tensor(), false};
   const bool create_graph = at::GradMode::is_enabled();
+  if (!grads[0].defined() || !logits_need_grad) return {Tensor(), false, create_graph};
   const bool inplace = ctx->saved_data["inplace_backward"].toBool() && !create_graph && logits.is_contiguous() &&
-                       !logits.is_leaf();
-  return {row_grad(grads[0], count, ctx->saved_data["reduction"].toInt(), logits), inplace};
+                       !owned_by_user(logits);
+  return {row_grad(grads[0], count, ctx->saved_data["reduction"].toInt(), logits), inplace, create_graph};
+}
+
+// d loss / d logits = g_i (softmax(x_i) * sum(q_i) - q_i) for the per-row target distribution q
+// (smoothed, zero on ignored rows), recorded for create_graph=True callers.
+Tensor graph_logits_grad(const Tensor& g, const Tensor& logits, const Tensor& q) {
+  const Tensor p = logits.to(at::kFloat).softmax(1);
+  return g.unsqueeze(1).mul(p.mul(q.sum(1, true)).sub(q)).to(logits.scalar_type());
+}
+
+// (1 - eps) onehot(t) + eps / C, as float rows; labels outside [0, C) fail in one_hot with its message.
+Tensor smoothed_one_hot(const Tensor& target, int64_t classes, double eps) {
+  return at::one_hot(target.to(at::kLong), classes).to(at::kFloat).mul(1.0 - eps).add(eps / classes);
 }
 
 // In place over the logits when allowed; bumps their version counter so any other autograd node
@@ -145,6 +163,12 @@ struct CrossEntropyLoss : public torch::autograd::Function<CrossEntropyLoss> {
     static const auto bwd_ = op_handle<void(const Tensor&, const Tensor&, const Tensor&, const Tensor&, double,
                                             int64_t)>("classy_fast::cross_entropy_bwd_");
     variable_list out(7);
+    if (b.create_graph) {
+      const Tensor valid = target.ne(ignore_index);
+      const Tensor q = smoothed_one_hot(target.masked_fill(valid.logical_not(), 0), logits.size(1), eps);
+      out[0] = graph_logits_grad(b.g, logits, q.mul(valid.unsqueeze(1)));
+      return out;
+    }
     out[0] = logits_grad(
         logits, b.inplace, [&] { return bwd.call(b.g, logits, target, lse, eps, ignore_index); },
         [&] { bwd_.call(b.g, logits, target, lse, eps, ignore_index); });
@@ -179,7 +203,7 @@ LossOutputs mixup_cross_entropy_loss(const Tensor& logits, const Tensor& target_
 // here too instead of an out-of-bounds gather.
 Tensor mixup_lam_grad(const Tensor& g, const Tensor& logits, const Tensor& target_a, const Tensor& target_b,
                       const Tensor& lam, double eps) {
-  at::NoGradGuard no_grad;
+  // Recorded under create_graph=True (the ops are differentiable), plain otherwise.
   const int64_t classes = logits.size(1);
   auto picked = [&](const Tensor& t) {
     const Tensor valid = t.ge(0).logical_and(t.lt(classes));
@@ -223,6 +247,14 @@ struct MixupCrossEntropyLoss : public torch::autograd::Function<MixupCrossEntrop
     static const auto bwd_ = op_handle<void(const Tensor&, const Tensor&, const Tensor&, const Tensor&,
                                             const Tensor&, const Tensor&, double)>(
         "classy_fast::mixup_cross_entropy_bwd_");
+    if (b.create_graph) {
+      const int64_t classes = logits.size(1);
+      const Tensor w = lam.to(at::kFloat).reshape({});
+      const Tensor q = smoothed_one_hot(target_a, classes, eps).mul(w).add(
+          smoothed_one_hot(target_b, classes, eps).mul(w.neg().add(1.0)));
+      out[0] = graph_logits_grad(b.g, logits, q);
+      return out;
+    }
     out[0] = logits_grad(
         logits, b.inplace, [&] { return bwd.call(b.g, logits, target_a, target_b, lam, lse, eps); },
         [&] { bwd_.call(b.g, logits, target_a, target_b, lam, lse, eps); });
@@ -275,6 +307,10 @@ struct SoftCrossEntropyLoss : public torch::autograd::Function<SoftCrossEntropyL
     static const auto bwd_ = op_handle<void(const Tensor&, const Tensor&, const Tensor&, const Tensor&, double)>(
         "classy_fast::soft_cross_entropy_bwd_");
     variable_list out(6);
+    if (b.create_graph) {  // torch's smoothing of soft targets: (1 - eps) t + eps / C
+      out[0] = graph_logits_grad(b.g, logits, target.to(at::kFloat).mul(1.0 - eps).add(eps / logits.size(1)));
+      return out;
+    }
     out[0] = logits_grad(
         logits, b.inplace, [&] { return bwd.call(b.g, logits, target, lse, eps); },
         [&] { bwd_.call(b.g, logits, target, lse, eps); });

@@ -126,6 +126,48 @@ def _pair(size) -> Tuple[int, int]:
     return int(h), int(w)
 
 
+MAX_CHANNELS = 4  # csrc/include/classy_fast/crop_resize.h kMaxChannels
+
+
+def _check_inputs(images: List[torch.Tensor], boxes: torch.Tensor, flip: torch.Tensor, out_h: int, out_w: int,
+                  mean: Sequence[float], std: Sequence[float], input_hwc: bool) -> None:
+    """The kernel's argument checks (crop_resize.h), made here so the reference fallback raises the
+    same errors instead of silently dropping images or dividing by zero."""
+    n = len(images)
+    if out_h < 1 or out_w < 1:
+        raise ValueError(f"crop_resize_normalize: output size must be positive, got {out_h}x{out_w}")
+    for i, im in enumerate(images):
+        if im.dim() != 3:
+            raise ValueError(f"crop_resize_normalize: images[{i}] must be 3-D ({'HWC' if input_hwc else 'CHW'}), "
+                             f"got shape {tuple(im.shape)}")
+        if im.dtype != torch.uint8:
+            raise ValueError(f"crop_resize_normalize: images[{i}] must be uint8, got {im.dtype}")
+    channel_dim = 2 if input_hwc else 0
+    channels = images[0].shape[channel_dim]
+    if any(im.shape[channel_dim] != channels for im in images) or not 1 <= channels <= MAX_CHANNELS:
+        raise ValueError(f"crop_resize_normalize: images need the same channel count, 1 to {MAX_CHANNELS}; got "
+                         f"{[im.shape[channel_dim] for im in images]}")
+    if boxes.shape != (n, 4):
+        raise ValueError(f"crop_resize_normalize: boxes must be [{n}, 4] (y0, x0, h, w), got {tuple(boxes.shape)}")
+    if flip.shape != (n,):
+        raise ValueError(f"crop_resize_normalize: flip must be [{n}], got {tuple(flip.shape)}")
+    for name, values in (("mean", mean), ("std", std)):
+        if len(values) not in (1, channels):
+            raise ValueError(f"crop_resize_normalize: {name} needs 1 value or one per channel ({channels}), "
+                             f"got {len(values)}")
+    if any(float(s) == 0.0 for s in std):
+        raise ValueError("crop_resize_normalize: std must be non-zero")
+
+
+def _as_int_boxes(boxes) -> torch.Tensor:
+    """int64 boxes; fractional ones are refused rather than truncated."""
+    t = torch.as_tensor(boxes)
+    if t.is_floating_point():
+        if t.device.type == "cpu" and not torch.equal(t, t.round()):
+            raise ValueError("crop_resize_normalize: boxes must be whole pixels (y0, x0, h, w), got fractional values")
+    return t.to(torch.int64)
+
+
 def _check_boxes(images: List[torch.Tensor], boxes: torch.Tensor, input_hwc: bool) -> None:
     """Name the first box that leaves its image (host values only: boxes made on the CPU)."""
     for i, (im, (y0, x0, h, w)) in enumerate(zip(images, boxes.tolist())):
@@ -162,9 +204,10 @@ def crop_resize_normalize(
         raise ValueError(f"crop_resize_normalize: dtype must be one of {OUTPUT_DTYPES}, got {dtype}")
     out_h, out_w = _pair(size)
     device = images[0].device
-    boxes = torch.as_tensor(boxes, dtype=torch.int64)
+    boxes = _as_int_boxes(boxes)
     flip = torch.zeros(len(images), dtype=torch.bool) if flip is None else torch.as_tensor(flip, dtype=torch.bool)
-    if boxes.device.type == "cpu" and boxes.shape == (len(images), 4):
+    _check_inputs(images, boxes, flip, out_h, out_w, mean, std, input_hwc)
+    if boxes.device.type == "cpu":
         _check_boxes(images, boxes, input_hwc)
     fused = _ext.use_fused(impl, images[0], "crop_resize_normalize")
     if fused and not _op_registered():

@@ -1,4 +1,4 @@
-"""Fused cross-entropy: one kernel forward, one kernel backward, fp32 math, any logits dtype.
+"""Fused cross-entropy: one kernel forward, one kernel backward, fp32 math, fp32/bf16/fp16 logits.
 
 The forward kernel reads the logits once per row and saves only the per-row log-sum-exp; the
 backward recomputes the softmax from the logits and writes the gradient, optionally over the
@@ -30,24 +30,32 @@ def _row_outputs(logits: torch.Tensor):
     return logits.new_empty(rows, dtype=torch.float32), logits.new_empty(rows, dtype=torch.float32)
 
 
-def _check_fake_logits(logits: torch.Tensor, op: str) -> None:
+def _check_fake_logits(logits: torch.Tensor, op: str, *targets: torch.Tensor, lam=None) -> None:
     torch._check(logits.dim() == 2, lambda: f"{op}: logits must be 2-D [batch, classes], got {tuple(logits.shape)}")
+    # The real kernels check devices too; without this a meta target with CPU logits would dispatch
+    # here (meta wins) and hand back uninitialised CPU tensors.
+    for t in targets:
+        torch._check(t.device == logits.device,
+                     lambda: f"{op}: target on {t.device} but logits on {logits.device}")
+    if lam is not None:  # a CPU scalar lam goes with logits anywhere
+        torch._check(lam.device == logits.device or lam.device.type == "cpu",
+                     lambda: f"{op}: lam on {lam.device} but logits on {logits.device}")
 
 
 def _register_fake_kernels() -> None:
     @torch.library.register_fake("classy_fast::cross_entropy_fwd")
     def _(logits, target, label_smoothing, ignore_index, inplace_backward):
-        _check_fake_logits(logits, "classy_fast::cross_entropy_fwd")
+        _check_fake_logits(logits, "classy_fast::cross_entropy_fwd", target)
         return _row_outputs(logits)
 
     @torch.library.register_fake("classy_fast::mixup_cross_entropy_fwd")
     def _(logits, target_a, target_b, lam, label_smoothing, inplace_backward):
-        _check_fake_logits(logits, "classy_fast::mixup_cross_entropy_fwd")
+        _check_fake_logits(logits, "classy_fast::mixup_cross_entropy_fwd", target_a, target_b, lam=lam)
         return _row_outputs(logits)
 
     @torch.library.register_fake("classy_fast::soft_cross_entropy_fwd")
     def _(logits, target, label_smoothing, inplace_backward):
-        _check_fake_logits(logits, "classy_fast::soft_cross_entropy_fwd")
+        _check_fake_logits(logits, "classy_fast::soft_cross_entropy_fwd", target)
         return _row_outputs(logits)
 
     def grad_like(logits):
@@ -63,8 +71,8 @@ def _register_fake_kernels() -> None:
     def _(row_loss, target, ignore_index, mean):
         return row_loss.new_empty(()), row_loss.new_empty(())
 
-    def loss_outputs(logits, reduction, op):
-        _check_fake_logits(logits, op)
+    def loss_outputs(logits, reduction, op, *targets, lam=None):
+        _check_fake_logits(logits, op, *targets, lam=lam)
         torch._check(reduction in (0, 1, 2), lambda: f"{op}: reduction must be 0, 1 or 2, got {reduction}")
         rows, lse = _row_outputs(logits)
         if reduction == 0:
@@ -73,15 +81,15 @@ def _register_fake_kernels() -> None:
 
     @torch.library.register_fake("classy_fast::cross_entropy_loss")
     def _(logits, target, label_smoothing, ignore_index, reduction, inplace_backward):
-        return loss_outputs(logits, reduction, "classy_fast::cross_entropy_loss")
+        return loss_outputs(logits, reduction, "classy_fast::cross_entropy_loss", target)
 
     @torch.library.register_fake("classy_fast::mixup_cross_entropy_loss")
     def _(logits, target_a, target_b, lam, label_smoothing, reduction, inplace_backward):
-        return loss_outputs(logits, reduction, "classy_fast::mixup_cross_entropy_loss")
+        return loss_outputs(logits, reduction, "classy_fast::mixup_cross_entropy_loss", target_a, target_b, lam=lam)
 
     @torch.library.register_fake("classy_fast::soft_cross_entropy_loss")
     def _(logits, target, label_smoothing, reduction, inplace_backward):
-        return loss_outputs(logits, reduction, "classy_fast::soft_cross_entropy_loss")
+        return loss_outputs(logits, reduction, "classy_fast::soft_cross_entropy_loss", target)
 
 
 # ---- autograd formulas: the backward ops, in place over the logits when asked and possible ----
@@ -94,9 +102,24 @@ def _grad_loss_fp32(grad_loss, logits):
 
 
 def _may_write_in_place(ctx, logits) -> bool:
-    # The same rule as the loss ops' C++ backward (csrc/cross_entropy_loss.cpp): never over a leaf
-    # (a user's tensor, not an activation) nor while a graph of the gradient is being built.
-    return ctx.inplace_backward and logits.is_contiguous() and not logits.is_leaf and not torch.is_grad_enabled()
+    # The same rule as the loss ops' C++ backward (csrc/cross_entropy_loss.cpp): never over a user's
+    # tensor (a leaf, or a view of one: its .grad would alias its data) nor while a graph of the
+    # gradient is being built.
+    owned_by_user = logits.is_leaf or (logits._base is not None and logits._base.is_leaf)
+    return ctx.inplace_backward and logits.is_contiguous() and not owned_by_user and not torch.is_grad_enabled()
+
+
+# With create_graph=True (input-gradient penalties, double backprop) the backward computes the
+# kernels' gradient with differentiable ops instead, as the C++ loss ops do: the kernels' result
+# would silently drop the loss's own second-derivative term.
+def _graph_logits_grad(g, logits, q):
+    """g_i (softmax(x_i) · Σq_i - q_i) for the per-row target distribution q, recorded."""
+    p = torch.softmax(logits.float(), dim=1)
+    return (g.unsqueeze(1) * (p * q.sum(1, keepdim=True) - q)).to(logits.dtype)
+
+
+def _smoothed_one_hot(target, num_classes: int, eps: float):
+    return torch.nn.functional.one_hot(target.long(), num_classes).float() * (1.0 - eps) + eps / num_classes
 
 
 def _overwritten(logits: torch.Tensor) -> torch.Tensor:
@@ -119,7 +142,11 @@ def _ce_backward(ctx, grad_loss, _grad_lse):
     logits, target, lse = ctx.saved_tensors
     g = _grad_loss_fp32(grad_loss, logits)
     ops = torch.ops.classy_fast
-    if _may_write_in_place(ctx, logits):
+    if torch.is_grad_enabled():
+        valid = target != ctx.ignore_index
+        q = _smoothed_one_hot(target.masked_fill(~valid, 0), logits.shape[1], ctx.label_smoothing)
+        grad = _graph_logits_grad(g, logits, q * valid.unsqueeze(1))
+    elif _may_write_in_place(ctx, logits):
         ops.cross_entropy_bwd_(g, logits, target, lse, ctx.label_smoothing, ctx.ignore_index)
         grad = _overwritten(logits)
     else:
@@ -147,7 +174,11 @@ def _mixup_backward(ctx, grad_loss, _grad_lse):
         d = (1.0 - ctx.label_smoothing) * (g * (x_b - x_a)).sum()
         grad_lam = d.to(lam.dtype).reshape(lam.shape).to(lam.device)
     ops = torch.ops.classy_fast
-    if _may_write_in_place(ctx, logits):
+    if torch.is_grad_enabled():
+        w, classes, eps = lam.float().reshape(()), logits.shape[1], ctx.label_smoothing
+        q = w * _smoothed_one_hot(target_a, classes, eps) + (1 - w) * _smoothed_one_hot(target_b, classes, eps)
+        grad = _graph_logits_grad(g, logits, q)
+    elif _may_write_in_place(ctx, logits):
         ops.mixup_cross_entropy_bwd_(g, logits, target_a, target_b, lam, lse, ctx.label_smoothing)
         grad = _overwritten(logits)
     else:
@@ -157,6 +188,9 @@ def _mixup_backward(ctx, grad_loss, _grad_lse):
 
 def _soft_setup_context(ctx, inputs, output):
     logits, target, label_smoothing, inplace_backward = inputs
+    if target.requires_grad:  # as the loss op (csrc/cross_entropy_loss.cpp): refuse, never drop it silently
+        raise RuntimeError("classy_fast::soft_cross_entropy_fwd: the soft target requires grad, but the fused kernels "
+                           "do not differentiate with respect to it; pass target.detach() or use impl='reference'")
     _, lse = output
     ctx.save_for_backward(logits, target, lse)
     ctx.label_smoothing, ctx.inplace_backward = label_smoothing, inplace_backward
@@ -167,7 +201,10 @@ def _soft_backward(ctx, grad_loss, _grad_lse):
     logits, target, lse = ctx.saved_tensors
     g = _grad_loss_fp32(grad_loss, logits)
     ops = torch.ops.classy_fast
-    if _may_write_in_place(ctx, logits):
+    if torch.is_grad_enabled():  # torch's smoothing of soft targets: (1 - eps) t + eps / C
+        eps = ctx.label_smoothing
+        grad = _graph_logits_grad(g, logits, target.float() * (1.0 - eps) + eps / logits.shape[1])
+    elif _may_write_in_place(ctx, logits):
         ops.soft_cross_entropy_bwd_(g, logits, target, lse, ctx.label_smoothing)
         grad = _overwritten(logits)
     else:
@@ -205,6 +242,12 @@ def _check_common(reduction: str, label_smoothing: float, op: str) -> None:
 _REDUCTION_CODES = {"none": 0, "mean": 1, "sum": 2}
 
 
+def _kernel_takes(logits: torch.Tensor, impl: str) -> bool:
+    """Under impl='auto', inputs F.cross_entropy accepts that the kernels do not (fp64 logits, spatial
+    [B, C, d1, ...] logits) take the reference, as a drop-in must; impl='fused' lets the op refuse them."""
+    return impl != "auto" or (logits.dtype != torch.float64 and logits.dim() <= 2)
+
+
 def cross_entropy(
     logits: torch.Tensor,
     target: torch.Tensor,
@@ -220,7 +263,8 @@ def cross_entropy(
     target: int64 class indices [B] (rows equal to ``ignore_index`` are skipped, and 'mean'
     divides by the number of other rows), or float [B, C] class probabilities (soft targets;
     label smoothing mixes them with the uniform distribution, as torch does).
-    Same semantics as ``F.cross_entropy(logits.float(), target, ...)``.
+    Same semantics as ``F.cross_entropy(logits.float(), target, ...)``; fp64 and spatial
+    [B, C, d1, ...] logits run the reference under impl="auto" (the kernels take 2-D fp32/bf16/fp16).
     impl: "auto" (fused when built, else the reference with one warning), "fused" (error when
     not built), "reference".
     inplace_backward: write the gradient over ``logits`` (saves a [B, C] buffer); only when
@@ -238,7 +282,7 @@ def cross_entropy(
             inplace_backward=False,
         )
         return loss.squeeze(0) if reduction == "none" else loss
-    if not _ext.use_fused(impl, logits, "cross_entropy"):
+    if not _kernel_takes(logits, impl) or not _ext.use_fused(impl, logits, "cross_entropy"):
         return cross_entropy_reference(
             logits, target, label_smoothing=label_smoothing, reduction=reduction, ignore_index=ignore_index
         )
@@ -276,7 +320,11 @@ def mixup_cross_entropy(
     torch.compile, or each new float value recompiles.
     """
     _check_common(reduction, label_smoothing, "mixup_cross_entropy")
-    if not _ext.use_fused(impl, logits, "mixup_cross_entropy"):
+    if logits.dim() == 1:  # a single sample, as cross_entropy takes it
+        loss = mixup_cross_entropy(logits.unsqueeze(0), target_a.reshape(1), target_b.reshape(1), lam,
+                                   label_smoothing=label_smoothing, reduction=reduction, impl=impl)
+        return loss.squeeze(0) if reduction == "none" else loss
+    if not _kernel_takes(logits, impl) or not _ext.use_fused(impl, logits, "mixup_cross_entropy"):
         return mixup_cross_entropy_reference(
             logits, target_a, target_b, lam, label_smoothing=label_smoothing, reduction=reduction
         )

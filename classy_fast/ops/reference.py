@@ -44,8 +44,12 @@ def mixup_cross_entropy_reference(
 ) -> torch.Tensor:
     """``lam * CE(logits, target_a) + (1 - lam) * CE(logits, target_b)``, each label-smoothed."""
     x = logits.float()
-    loss_a = F.cross_entropy(x, target_a.long(), label_smoothing=label_smoothing, reduction=reduction)
-    loss_b = F.cross_entropy(x, target_b.long(), label_smoothing=label_smoothing, reduction=reduction)
+    # No label is ignored (F.cross_entropy would skip -100 rows): out-of-range labels fail, as in the kernels.
+    never = torch.iinfo(torch.int64).min
+    loss_a = F.cross_entropy(x, target_a.long(), label_smoothing=label_smoothing, reduction=reduction,
+                             ignore_index=never)
+    loss_b = F.cross_entropy(x, target_b.long(), label_smoothing=label_smoothing, reduction=reduction,
+                             ignore_index=never)
     if isinstance(lam, torch.Tensor):
         lam = lam.float().reshape(())
     return lam * loss_a + (1 - lam) * loss_b

@@ -13,6 +13,8 @@ correctly inside a CUDA graph. Schedulers must write the lr in place: ``group["l
 from __future__ import annotations
 
 import itertools
+import numbers
+import operator
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
@@ -24,26 +26,30 @@ from classy_fast.optim import _backend
 LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
-def _lr_tensor(lr: Any, device: torch.device, owner: str) -> Tensor:
-    """The group's lr as a 0-dim float32 tensor on ``device`` (a given tensor is kept as is)."""
+def _lr_tensor(lr: Any, device: Optional[torch.device], owner: str) -> Tensor:
+    """The group's lr as a 0-dim float32 tensor on ``device`` (a given tensor is kept as is). ``device``
+    None: a group without params (ZeroRedundancyOptimizer gives each rank every group, some empty),
+    where a tensor lr may live anywhere and a float one goes to the CPU."""
     if isinstance(lr, Tensor):
         if lr.numel() != 1:
             raise ValueError(f"{owner}: a tensor lr must have one element, got shape {tuple(lr.shape)}")
-        if lr.device != device or lr.dtype != torch.float32:
+        if (device is not None and lr.device != device) or lr.dtype != torch.float32:
             # A copy would silently stop seeing a scheduler's in-place updates of the original.
             raise ValueError(
                 f"{owner}: a tensor lr must be float32 on the params' device {device}, got {lr.dtype} on "
                 f"{lr.device}; pass a float or such a tensor"
             )
         return lr
-    if not isinstance(lr, (int, float)) or lr < 0:
+    if not isinstance(lr, numbers.Real) or isinstance(lr, bool) or lr < 0:
         raise ValueError(f"{owner}: invalid learning rate {lr!r}")
-    return torch.tensor(float(lr), dtype=torch.float32, device=device)
+    return torch.tensor(float(lr), dtype=torch.float32, device=device if device is not None else "cpu")
 
 
-def _scalar_on(t: Optional[Tensor], device: torch.device) -> Optional[Tensor]:
+def _scalar_on(t: Any, device: torch.device) -> Optional[Tensor]:
     if t is None:
         return None
+    if not isinstance(t, Tensor):  # a Python number (step(grad_scale=2.0))
+        return torch.tensor(float(t), dtype=torch.float32, device=device)
     if t.device == device and t.dtype == torch.float32:
         return t
     return t.to(device=device, dtype=torch.float32, non_blocking=True)
@@ -66,9 +72,29 @@ class ParamBatch:
     # Positions in this batch of the params with 2+ dims, whose grads may come in another memory
     # layout (channels_last); 0/1-dim dense tensors have one layout only.
     layout_checked: List[int] = field(default_factory=list)
+    # The state keys every param of the batch must hold (step, buffers, master weights), and their
+    # tensors per key as this step found them (``refresh``).
+    keys: Tuple[str, ...] = ()
+    lists: Dict[str, List[Tensor]] = field(default_factory=dict)
 
     def buffers(self, key: str) -> List[Tensor]:
-        return [s[key] for s in self.states] if self.states and key in self.states[0] else []
+        return self.lists.get(key, [])
+
+    def refresh(self, state: Dict[Tensor, Dict[str, Any]]) -> bool:
+        """Collect this step's state tensors; False when the state no longer fits the plan: a param's
+        state dict was replaced (``state[p] = {}`` resets a param in torch) or lost a buffer
+        (``del state[p][k]``, ``state[p][k] = None``). C-level passes: this runs every step."""
+        if not all(map(operator.is_, map(state.get, self.params), self.states)):
+            return False
+        for key in self.keys:
+            try:
+                values = list(map(operator.itemgetter(key), self.states))
+            except KeyError:
+                return False
+            if any(map(operator.is_, values, itertools.repeat(None))):
+                return False
+            self.lists[key] = values
+        return True
 
     @property
     def steps(self) -> List[Tensor]:
@@ -97,10 +123,12 @@ class ParamBatch:
 
 @dataclass
 class StepPlan:
-    """What a step does that only changes when a param gains or loses its grad, a group is added
-    or the state is replaced: the batches (with their state dicts) and the ops namespace. Building
-    it walks every param in Python; reusing it makes a step's host cost a few list comprehensions,
-    which is what lets the kernels, not Python, set the step time on a GPU."""
+    """What a step does that only changes when a param gains or loses its grad, a group is added,
+    replaced or changes what state it needs (momentum set from 0), or state is replaced or loses a
+    buffer: the batches (with their state dicts) and the ops namespace. Building it walks every
+    param in Python; reusing it makes a step's host cost a few C-level passes over lists, which is
+    what lets the kernels, not Python, set the step time on a GPU. ``valid_for`` re-checks, by
+    identity, everything a user may change between steps as torch.optim allows it."""
 
     params: List[Tensor]
     has_grad: List[bool]
@@ -109,11 +137,15 @@ class StepPlan:
     impl: str
     state: Any
     state_size: int
+    groups: List[Tuple[int, Tuple[str, ...]]]  # (id of the group dict, the state keys it needs)
 
     def valid_for(self, opt: "FusedOptimizer", params: List[Tensor], has_grad: List[bool]) -> bool:
+        """True when the plan fits this step; it then holds this step's state tensors."""
         return (self.has_grad == has_grad and self.impl == opt.impl and self.state is opt.state
                 and self.state_size == len(opt.state) and len(self.params) == len(params)
-                and all(a is b for a, b in zip(self.params, params)))
+                and all(map(operator.is_, self.params, params))
+                and self.groups == opt._group_signature()
+                and all(b.refresh(opt.state) for b in self.batches))
 
 
 class FusedOptimizer(torch.optim.Optimizer):
@@ -134,7 +166,7 @@ class FusedOptimizer(torch.optim.Optimizer):
         self.master_weights = bool(master_weights)
         self.impl = impl
         # Global L2 norm of the unscaled grads before clipping, as a device tensor for logging
-        # (None until a step computed it: with max_grad_norm set, and always for LARS).
+        # (None until a step computed it: with max_grad_norm set, and for LARS when a group is adapted).
         self.last_grad_norm: Optional[Tensor] = None
         self._plan: Optional[StepPlan] = None
         super().__init__(params, defaults)
@@ -153,9 +185,25 @@ class FusedOptimizer(torch.optim.Optimizer):
         self._plan = None
         super().add_param_group(param_group)
         group = self.param_groups[-1]
-        device = group["params"][0].device if group["params"] else torch.device("cpu")
-        group["lr"] = _lr_tensor(group["lr"], device, type(self).__name__)
+        group["lr"] = _lr_tensor(group["lr"], self._group_device(group), type(self).__name__)
         group.setdefault("exclude_from_adaptation", False)
+
+    def _group_device(self, group: Dict[str, Any]) -> Optional[torch.device]:
+        """The device of the group's params; of the optimizer's others for an empty group (None: no params)."""
+        for g in (group, *self.param_groups):
+            if g["params"]:
+                return g["params"][0].device
+        return None
+
+    def _group_signature(self) -> List[Tuple[int, Tuple[str, ...]]]:
+        return [(id(g), self._buffer_keys(g)) for g in self.param_groups]
+
+    def _check_group_lrs(self) -> None:
+        """A float written over a group's lr tensor (``group["lr"] = 0.01``, common in hand-written
+        schedules) goes back into a device tensor: the kernels read the lr on the device."""
+        for g in self.param_groups:
+            if not isinstance(g["lr"], Tensor):
+                g["lr"] = _lr_tensor(g["lr"], self._group_device(g), type(self).__name__)
 
     def _uses_master(self, p: Tensor) -> bool:
         return self.master_weights and p.dtype in LOW_PRECISION
@@ -164,14 +212,17 @@ class FusedOptimizer(torch.optim.Optimizer):
         return torch.float32 if self._uses_master(p) else p.dtype
 
     def _init_state(self, p: Tensor, group: Dict[str, Any]) -> Dict[str, Any]:
-        """The param's state, creating what is missing (first step, or a partial state_dict)."""
+        """The param's state, creating what is missing (first step, a partial state_dict, a buffer the
+        user reset with ``state[k] = None`` / ``del state[k]``, or one a hyper-parameter change now needs)."""
         state = self.state[p]
-        if self._uses_step and "step" not in state:
+        missing = [key for key in self._buffer_keys(group) if state.get(key) is None]
+        if self._uses_step and (state.get("step") is None or missing):
+            # A param whose buffers (re)start from zero restarts its step count too, as in torch: SGD
+            # then takes the first-step rule (momentum buffer = gradient), Adam's bias correction restarts.
             state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
-        for key in self._buffer_keys(group):
-            if key not in state:
-                state[key] = torch.zeros_like(p, dtype=self._state_dtype(p), memory_format=torch.preserve_format)
-        if self._uses_master(p) and "master_param" not in state:
+        for key in missing:
+            state[key] = torch.zeros_like(p, dtype=self._state_dtype(p), memory_format=torch.preserve_format)
+        if self._uses_master(p) and state.get("master_param") is None:
             state["master_param"] = torch.empty_like(p, dtype=torch.float32, memory_format=torch.preserve_format)
             state["master_param"].copy_(p.detach())
         return state
@@ -191,7 +242,9 @@ class FusedOptimizer(torch.optim.Optimizer):
                 master = self._uses_master(p)
                 batch = by_master.get(master)
                 if batch is None:
-                    batch = by_master[master] = ParamBatch(group, has_master=master)
+                    keys = (("step",) if self._uses_step else ()) + self._buffer_keys(group)
+                    batch = by_master[master] = ParamBatch(
+                        group, has_master=master, keys=keys + (("master_param",) if master else ()))
                 if p.dim() >= 2:
                     batch.layout_checked.append(len(batch.params))
                 batch.params.append(p)
@@ -203,16 +256,20 @@ class FusedOptimizer(torch.optim.Optimizer):
             device = batches[0].params[0].device
             dtypes = {p.dtype for b in batches for p in b.params}
             ops = _backend.select(self.impl, device, dtypes, type(self).__name__)
-        return StepPlan(params, has_grad, batches, ops, self.impl, self.state, len(self.state))
+        return StepPlan(params, has_grad, batches, ops, self.impl, self.state, len(self.state),
+                        self._group_signature())
 
     def _step_plan(self) -> StepPlan:
         """The cached plan with this step's grads filled in (rebuilt when it no longer fits)."""
+        self._check_group_lrs()
         params = [p for group in self.param_groups for p in group["params"]]
         grads = [p.grad for p in params]
         has_grad = [g is not None for g in grads]
         plan = self._plan
         if plan is None or not plan.valid_for(self, params, has_grad):
             plan = self._plan = self._build_plan(params, grads, has_grad)
+            if not all(b.refresh(self.state) for b in plan.batches):
+                raise RuntimeError(f"{type(self).__name__}: the optimizer state changed while building the step plan")
         for b in plan.batches:
             b.take_grads(grads)
         return plan
@@ -282,14 +339,36 @@ class FusedOptimizer(torch.optim.Optimizer):
         the saved value in place (schedulers and captured graphs hold references to it), and (2)
         state keeps its dtypes: fp32 moments and master weights of bf16/fp16 params stay fp32
         (torch would cast every state tensor to the param's dtype). States saved by torch.optim.SGD
-        / AdamW load too."""
+        / AdamW load too. Hooks registered with ``register_load_state_dict_pre_hook`` /
+        ``_post_hook`` run as in torch: the pre-hooks may replace the dict (state included), the
+        post-hooks see the restored state."""
         self._plan = None
+        state_dict = state_dict.copy()
+        for pre_hook in self._optimizer_load_state_dict_pre_hooks.values():
+            result = pre_hook(self, state_dict)
+            if result is not None:
+                state_dict = result
         lr_tensors = [g["lr"] for g in self.param_groups]
         saved_groups = state_dict["param_groups"]
-        super().load_state_dict({**state_dict, "state": {}})
+        # torch's load below must not run the hooks again (they ran above; the post-hooks run last).
+        pre_hooks, post_hooks = self._optimizer_load_state_dict_pre_hooks, self._optimizer_load_state_dict_post_hooks
+        self._optimizer_load_state_dict_pre_hooks, self._optimizer_load_state_dict_post_hooks = {}, {}
+        try:
+            super().load_state_dict({**state_dict, "state": {}})
+        finally:
+            self._optimizer_load_state_dict_pre_hooks = pre_hooks
+            self._optimizer_load_state_dict_post_hooks = post_hooks
+        self._restore_groups_and_state(state_dict, saved_groups, lr_tensors)
+        for post_hook in post_hooks.values():
+            post_hook(self)
+
+    def _restore_groups_and_state(self, state_dict: Dict[str, Any], saved_groups: List[Dict[str, Any]],
+                                  lr_tensors: List[Any]) -> None:
         with torch.no_grad():
             for group, lr in zip(self.param_groups, lr_tensors):
                 saved_lr = group["lr"]
+                if not isinstance(lr, Tensor):  # a float written over it since (see _check_group_lrs)
+                    lr = _lr_tensor(0.0, self._group_device(group), type(self).__name__)
                 if isinstance(saved_lr, Tensor):
                     lr.copy_(saved_lr.reshape(lr.shape))
                 else:

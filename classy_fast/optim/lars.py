@@ -27,7 +27,8 @@ class FusedLARS(FusedOptimizer):
 
     Extra keyword arguments as FusedSGD. State per param: ``momentum_buffer`` (starts at zero, holds
     lr-scaled steps), and ``master_param`` with master weights.
-    ``last_grad_norm`` is set every step (the global grad norm comes free with the per-tensor norms).
+    ``last_grad_norm`` is set by every step that computes per-tensor norms (the global norm comes free
+    with them): with max_grad_norm, or when some group is adapted; it stays None otherwise.
     """
 
     _uses_step = False

@@ -87,12 +87,35 @@ def test_bad_arguments_are_named():
     with pytest.raises(RuntimeError, match=r"boxes\[2\] .* is not inside image 2"):  # the kernel's own check
         torch.ops.classy_fast.crop_resize_normalize(images, bad, flip, 8, 8, list(MEAN), list(STD), False, False,
                                                     torch.float32)
+    # The kernel's own checks, op called directly ...
+    op = torch.ops.classy_fast.crop_resize_normalize
     with pytest.raises(RuntimeError, match=r"images\[1\] has 1 channels but images\[0\] has 3"):
-        crop_resize_normalize([images[0], images[1][:1]], boxes[:2], flip[:2], 8, impl="fused")
+        op([images[0], images[1][:1]], boxes[:2], flip[:2], 8, 8, list(MEAN), list(STD), False, False, torch.float32)
     with pytest.raises(RuntimeError, match=r"images\[0\] must be uint8"):
-        crop_resize_normalize([images[0].float()], boxes[:1], flip[:1], 8, impl="fused")
-    with pytest.raises(RuntimeError, match="mean needs 1 or 3 values"):
-        crop_resize_normalize(images, boxes, flip, 8, mean=(0.1, 0.2), impl="fused")
+        op([images[0].float()], boxes[:1], flip[:1], 8, 8, list(MEAN), list(STD), False, False, torch.float32)
+    with pytest.raises(RuntimeError, match=r"mean needs 1 value or one per channel \(3\), got 2"):
+        op(images, boxes, flip, 8, 8, [0.1, 0.2], list(STD), False, False, torch.float32)
+
+
+@pytest.mark.parametrize("impl", [pytest.param("fused", marks=needs_op), "reference"])
+@pytest.mark.parametrize("call,match", [
+    (lambda im, b, f, impl: crop_resize_normalize([im[0], im[1][:1]], b[:2], f[:2], 8, impl=impl),
+     "same channel count"),
+    (lambda im, b, f, impl: crop_resize_normalize([im[0].float()], b[:1], f[:1], 8, impl=impl), "must be uint8"),
+    (lambda im, b, f, impl: crop_resize_normalize(im, b, f, 8, mean=(0.1, 0.2), impl=impl),
+     r"mean needs 1 value or one per channel \(3\)"),
+    (lambda im, b, f, impl: crop_resize_normalize(im, b[:1], f, 8, impl=impl), r"boxes must be \[3, 4\]"),
+    (lambda im, b, f, impl: crop_resize_normalize(im, b, f[:2], 8, impl=impl), r"flip must be \[3\]"),
+    (lambda im, b, f, impl: crop_resize_normalize(im, b, f, 8, std=(0.0,), impl=impl), "std must be non-zero"),
+    (lambda im, b, f, impl: crop_resize_normalize(im, b, f, 0, impl=impl), "output size must be positive"),
+    (lambda im, b, f, impl: crop_resize_normalize([im[0][0]], b[:1], f[:1], 8, impl=impl), "must be 3-D"),
+    (lambda im, b, f, impl: crop_resize_normalize(im, b.double() + 0.5, f, 8, impl=impl), "whole pixels"),
+], ids=["channels", "dtype", "mean", "boxes", "flip", "std", "size", "2d", "fractional"])
+def test_every_path_refuses_bad_arguments_alike(impl, call, match):
+    """... and the wrapper's, which the reference fallback (extension not built) goes through too."""
+    images, boxes, flip = make_batch(n=3)
+    with pytest.raises(ValueError, match=match):
+        call(images, boxes, flip, impl)
 
 
 @needs_op

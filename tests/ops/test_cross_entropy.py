@@ -475,12 +475,14 @@ def test_compiled_loss_does_not_recompile_for_new_batch_sizes():
     assert counters["stats"]["unique_graphs"] == 1
 
 
-def test_backward_records_nothing_and_runs_no_fill_kernels():
-    """The loss's gradient is not differentiable again (create_graph gives a gradient without a
-    graph, not a wrong second derivative) and its backward is the scale + row kernel only."""
+def test_backward_records_only_under_create_graph_and_runs_no_fill_kernels():
+    """With create_graph the gradient is recorded (ATen ops; second derivatives are compared with
+    torch in test_cross_entropy_autograd_edges.py); otherwise the backward is the scale + row kernel."""
     _skip_unless_fused("cpu")
     x, t = _logits(5, 7, torch.float32, "cpu"), _labels(5, 7, "cpu")
     (g,) = torch.autograd.grad(cross_entropy(x, t, impl="fused"), x, create_graph=True)
+    assert g.requires_grad
+    (g,) = torch.autograd.grad(cross_entropy(x, t, impl="fused"), x)
     assert not g.requires_grad
     with torch.profiler.profile() as prof:
         cross_entropy(x, t, label_smoothing=0.1, impl="fused").backward()

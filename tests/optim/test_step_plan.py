@@ -144,3 +144,135 @@ def test_deep_copy_keeps_the_settings_and_steps_like_the_original(impl):
     twin.step()
     for a, b in zip(params, twin_params):
         torch.testing.assert_close(a.detach(), b.detach(), rtol=0, atol=0)
+
+
+# ---- what torch.optim lets a user change between steps: the plan must follow, never go stale ----
+
+
+def _twins(impl, **kw):
+    ours, theirs = _params(), _params()
+    return ours, theirs, FusedSGD(ours, impl=impl, **kw), torch.optim.SGD(theirs, **kw)
+
+
+def _step_both(ours, theirs, opt, ref, seed):
+    _set_grads(ours, seed)
+    _set_grads(theirs, seed)
+    opt.step()
+    ref.step()
+
+
+def _assert_same(ours, theirs):
+    for a, b in zip(ours, theirs):
+        torch.testing.assert_close(a.detach(), b.detach(), rtol=1e-6, atol=1e-6)
+
+
+RESETS = {
+    "state_dict_replaced": lambda opt, p: opt.state.__setitem__(p, {}),
+    "buffer_set_to_none": lambda opt, p: opt.state[p].__setitem__("momentum_buffer", None),
+    "buffer_deleted": lambda opt, p: opt.state[p].pop("momentum_buffer"),
+}
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("reset", list(RESETS))
+def test_resetting_one_params_state_restarts_its_momentum_like_torch(impl, reset):
+    ours, theirs, opt, ref = _twins(impl, lr=0.1, momentum=0.9)
+    for step in range(2):
+        _step_both(ours, theirs, opt, ref, step)
+    for which, o in ((opt, ours[1]), (ref, theirs[1])):
+        RESETS[reset](which, o)
+    for step in range(2, 5):
+        _step_both(ours, theirs, opt, ref, step)
+        _assert_same(ours, theirs)
+    assert opt.state[ours[1]]["momentum_buffer"] is not None
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_momentum_switched_on_after_steps_starts_its_buffers_like_torch(impl):
+    ours, theirs, opt, ref = _twins(impl, lr=0.1, momentum=0.0)
+    _step_both(ours, theirs, opt, ref, 0)
+    opt.param_groups[0]["momentum"] = ref.param_groups[0]["momentum"] = 0.9
+    for step in range(1, 4):
+        _step_both(ours, theirs, opt, ref, step)
+        _assert_same(ours, theirs)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_replaced_group_dict_and_float_lr_are_used(impl):
+    ours, theirs, opt, ref = _twins(impl, lr=0.1, momentum=0.9)
+    _step_both(ours, theirs, opt, ref, 0)
+    opt.param_groups[0] = {**opt.param_groups[0], "lr": torch.tensor(0.0)}
+    ref.param_groups[0] = {**ref.param_groups[0], "lr": 0.0}
+    _step_both(ours, theirs, opt, ref, 1)
+    _assert_same(ours, theirs)
+    # A hand-written schedule assigning floats (torch allows it; the kernels read a device tensor).
+    opt.param_groups[0]["lr"] = ref.param_groups[0]["lr"] = 0.05
+    _step_both(ours, theirs, opt, ref, 2)
+    _assert_same(ours, theirs)
+    assert isinstance(opt.param_groups[0]["lr"], torch.Tensor)
+
+
+def test_empty_group_keeps_a_tensor_lr_on_the_params_device():
+    """ZeroRedundancyOptimizer hands every rank every group, some empty: a device lr must be accepted."""
+    # The meta device stands for CUDA on a CPU-only machine (only the constructor runs).
+    opt = FusedSGD([torch.nn.Parameter(torch.zeros(3, device="meta"))], lr=torch.tensor(0.1, device="meta"),
+                   impl="reference")
+    lr = torch.tensor(0.2, device="meta")
+    opt.add_param_group({"params": [], "lr": lr})
+    assert opt.param_groups[-1]["lr"] is lr
+    with pytest.raises(ValueError, match="float32 on the params' device meta"):
+        opt.add_param_group({"params": [], "lr": torch.tensor(0.2)})
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_numpy_lr_and_float_grad_scale_are_accepted(impl):
+    import numpy as np
+
+    ours, theirs = _params(), _params()
+    opt = FusedSGD(ours, lr=np.float32(0.1), momentum=0.9, impl=impl)
+    ref = torch.optim.SGD(theirs, lr=0.1, momentum=0.9)
+    _set_grads(ours, 0)
+    _set_grads(theirs, 0)
+    for p in theirs:
+        p.grad /= 2.0
+    opt.step(grad_scale=2.0)
+    ref.step()
+    _assert_same(ours, theirs)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_nan_grad_norm_clips_to_nan_like_clip_grad_norm(impl):
+    """A NaN total norm makes every param NaN, as torch's clip_grad_norm_ does (not an unclipped step)."""
+    ours, theirs = _params(), _params()
+    opt = FusedSGD(ours, lr=0.1, max_grad_norm=1.0, impl=impl)
+    ref = torch.optim.SGD(theirs, lr=0.1)
+    _set_grads(ours, 0)
+    _set_grads(theirs, 0)
+    ours[0].grad[0, 0] = theirs[0].grad[0, 0] = float("nan")
+    torch.nn.utils.clip_grad_norm_(theirs, 1.0)
+    opt.step()
+    ref.step()
+    for a, b in zip(ours, theirs):
+        assert torch.isnan(a).all() and torch.isnan(b).all()
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_load_state_dict_hooks_run_as_in_torch(impl):
+    params = _params()
+    opt = FusedSGD(params, lr=0.1, momentum=0.9, impl=impl)
+    _set_grads(params, 0)
+    opt.step()
+    saved = copy.deepcopy(opt.state_dict())
+    seen = {}
+
+    def pre_hook(optimizer, state_dict):
+        state_dict = copy.deepcopy(state_dict)
+        for s in state_dict["state"].values():
+            s["momentum_buffer"].zero_()
+        return state_dict
+
+    opt.register_load_state_dict_pre_hook(pre_hook)
+    opt.register_load_state_dict_post_hook(lambda optimizer: seen.update(keys=sorted(optimizer.state[params[0]])))
+    opt.load_state_dict(saved)
+    assert torch.count_nonzero(opt.state[params[0]]["momentum_buffer"]) == 0  # the pre-hook's dict was loaded
+    assert "momentum_buffer" in seen["keys"]  # the post-hook saw the restored state

@@ -100,10 +100,10 @@ inline int64_t check_args(at::TensorList images, const at::Tensor& boxes, const 
   TORCH_CHECK(boxes.device() == first.device() && flip.device() == first.device(), kOp,
               ": boxes and flip must be on the images' device ", first.device(), ", got ", boxes.device(), " and ",
               flip.device());
-  TORCH_CHECK(mean.size() == 1 || static_cast<int64_t>(mean.size()) == channels, kOp, ": mean needs 1 or ", channels,
-              " values, got ", mean.size());
-  TORCH_CHECK(std.size() == 1 || static_cast<int64_t>(std.size()) == channels, kOp, ": std needs 1 or ", channels,
-              " values, got ", std.size());
+  TORCH_CHECK(mean.size() == 1 || static_cast<int64_t>(mean.size()) == channels, kOp,
+              ": mean needs 1 value or one per channel (", channels, "), got ", mean.size());
+  TORCH_CHECK(std.size() == 1 || static_cast<int64_t>(std.size()) == channels, kOp,
+              ": std needs 1 value or one per channel (", channels, "), got ", std.size());
   for (double s : std) TORCH_CHECK(s != 0.0, kOp, ": std must be non-zero");
   return channels;
 }

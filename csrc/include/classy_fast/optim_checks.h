@@ -39,7 +39,8 @@ inline void check_like(const char* op, const at::Tensor& t, const at::Tensor& re
               ref.sizes());
   TORCH_CHECK(t.numel() <= 1 || t.strides() == ref.strides(), op, ": ", name, "[", i,
               "] has strides ", t.strides(), " but the param has ", ref.strides(),
-              " (state buffers must share the param's memory layout)");
+              " (grads and state buffers must be laid out like their param; a state buffer laid out "
+              "otherwise usually means the param's memory format changed after the optimizer created its state)");
   TORCH_CHECK(t.is_non_overlapping_and_dense(), op, ": ", name, "[", i,
               "] must be dense and non-overlapping (contiguous or channels_last)");
   TORCH_CHECK(!t.is_sparse(), op, ": ", name, "[", i, "] is sparse; sparse gradients are not supported");

@@ -44,7 +44,9 @@ struct DeviceScalar {
 // Same formula as torch.nn.utils.clip_grad_norm_: max_norm / (total_norm + 1e-6), capped at 1.
 C10_HOST_DEVICE C10_ALWAYS_INLINE float clip_coefficient(float total_norm, float max_norm) {
   const float coef = max_norm / (total_norm + 1e-6f);
-  return coef < 1.0f ? coef : 1.0f;
+  // min(coef, 1) that keeps a NaN norm's NaN, as clip_grad_norm_'s clamp(max=1) does: every param
+  // then gets a NaN update (which the NaN-loss check reports) rather than only those with NaN grads.
+  return coef >= 1.0f ? 1.0f : coef;
 }
 
 // What turns a stored gradient into the gradient the update uses: unscaling by the GradScaler's
