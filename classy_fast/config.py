@@ -150,23 +150,23 @@ class SchedulerConfig:
     name: str = "cosine"
     """'constant', 'step', 'multistep', 'cosine', 'linear', 'polynomial' or 'composite'."""
     update_interval: Literal["step", "epoch"] = "step"
-    """Update the learning rate every optimizer step or once per epoch."""
+    """Update the learning rate every optimizer step or once per epoch ('epoch': each epoch trains at the schedule's value at its start)."""
     warmup_epochs: Optional[float] = None
-    """Linear warmup from warmup_start_factor × lr over this many epochs (0: none); None: min(1, epochs / 5), so a 1-epoch run still warms up."""
+    """Linear warmup from warmup_start_factor × lr over this many epochs (≥ 0; 0: none); None: min(1, epochs / 5), so a 1-epoch run still warms up. With update_interval 'epoch' it must be a whole number (a warmup ending inside an epoch would hold that whole epoch at the start factor), and None means 1 epoch from 5 epochs on, else no warmup."""
     warmup_start_factor: float = 0.1
-    """Learning-rate factor at the start of the warmup."""
+    """Learning-rate factor at the start of the warmup, in [0, 1]; the warmup ramps linearly from it to the schedule's value where the warmup ends."""
     end_factor: float = 0.0
     """Final learning-rate factor (cosine, linear, polynomial)."""
     step_size_epochs: float = 30.0
-    """'step': decay every this many epochs, counted from the start of the run (a warmup does not shift them)."""
+    """'step': decay every this many epochs (> 0), counted from the start of the run (a warmup does not shift them); in a composite part, from the start of that part."""
     milestones_epochs: List[float] = field(default_factory=lambda: [30.0, 60.0, 90.0])
-    """'multistep': decay at these epochs of the run (a warmup does not shift them)."""
+    """'multistep': decay at these epochs of the run (a warmup does not shift them); in a composite part, counted from the start of that part."""
     gamma: float = 0.1
     """'step'/'multistep': decay factor."""
     power: float = 2.0
-    """'polynomial': exponent."""
+    """'polynomial': exponent (> 0)."""
     schedules: List[Dict[str, Any]] = field(default_factory=list)
-    """'composite': list of {name, length (fraction of the run), ...options of that schedule}."""
+    """'composite': list of {name, length (fraction of the run, > 0; the lengths add up to 1), ...options of that schedule}. The parts are laid out on the whole run, warmup included: a warmup does not shift or shorten them (it ramps up to the composite's value where it ends); each part runs its schedule over its own length (a cosine part decays from 1 to end_factor within it). A part's warmup_epochs defaults to 0; update_interval is the scheduler's."""
 
 
 @dataclass
@@ -174,7 +174,7 @@ class MeterConfig:
     name: str = "accuracy"
     """Registered meter: 'accuracy', 'precision_at_k', 'recall_at_k' (loss and throughput are always tracked)."""
     topk: List[int] = field(default_factory=lambda: [1, 5])
-    """k values (accuracy, precision@k, recall@k)."""
+    """k values (accuracy, precision@k, recall@k); a k above the class count counts as the class count (precision@k divides by it)."""
 
 
 @dataclass
@@ -463,6 +463,11 @@ def apply_override(data: Dict[str, Any], assignment: str) -> None:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as e:
         raise ConfigError(f"--set '{assignment}': cannot parse value: {e}") from None
+    set_key(data, key, value, f"--set '{assignment}'")
+
+
+def set_key(data: Dict[str, Any], key: str, value: Any, source: str) -> None:
+    """Set the dotted ``key`` of the nested dict to ``value`` as is; errors name ``source``."""
     node = data
     parts = key.split(".")
     for part in parts[:-1]:
@@ -470,19 +475,26 @@ def apply_override(data: Dict[str, Any], assignment: str) -> None:
         if child is None:
             child = node[part] = {}
         if not isinstance(child, dict):
-            raise ConfigError(f"--set '{assignment}': '{part}' is not a section")
+            raise ConfigError(f"{source}: '{part}' is not a section")
         node = child
     node[parts[-1]] = value
 
 
-def load_config(path: Optional[str] = None, overrides: Optional[List[str]] = None) -> TrainConfig:
-    """Defaults ← file (YAML/JSON) ← ``key=value`` overrides, validated once at the end.
+def load_config(path: Optional[str] = None, overrides: Optional[List[str]] = None,
+                values: Optional[List[Tuple[str, Any, str]]] = None) -> TrainConfig:
+    """Defaults ← file (YAML/JSON) ← ``values`` ← ``key=value`` overrides, validated once at the end.
 
-    Errors from the file's own keys name the file; errors from overrides name ``--set``.
+    ``values``: (key, value, source) set literally, not parsed as YAML: command-line flags, whose
+    strings stay strings (``--output-dir 2024-01-05`` is not a date, ``--resume true`` not a bool).
+    Errors from the file's own keys name the file; errors from values name their source (the flag),
+    errors from overrides name ``--set``.
     """
     data = read_config_file(path) if path else {}
     source = path or "<defaults>"
     config_from_dict(data, source)  # report the file's own errors against the file
+    for key, value, where in values or []:
+        set_key(data, key, value, where)
+        config_from_dict(data, where)
     for assignment in overrides or []:
         apply_override(data, assignment)
         config_from_dict(data, f"--set {assignment}")

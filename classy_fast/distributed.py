@@ -90,6 +90,12 @@ def all_reduce_max(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
+def all_reduce_min(tensor: torch.Tensor) -> torch.Tensor:
+    if is_distributed():
+        dist.all_reduce(tensor, op=dist.ReduceOp.MIN)
+    return tensor
+
+
 def all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
     if is_distributed():
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
@@ -184,6 +190,10 @@ def init_distributed(cfg, device: str = "auto") -> LaunchEnv:
     name = resolve_backend(cfg.backend, device)
     if env.launcher in ("slurm", "single"):
         env.export()  # env:// reads the torchrun-style variables
+    elif env.launcher == "env":
+        # RANK/WORLD_SIZE/MASTER_ADDR set by hand: MASTER_PORT may be left to its documented default, which
+        # env:// only sees once it is in the environment (the user's own value is kept).
+        os.environ.setdefault("MASTER_PORT", str(env.master_port))
     device_id = None
     if name == "nccl":
         if torch.cuda.device_count() <= env.local_rank:

@@ -1,6 +1,7 @@
 """Fine-tuning: start from pretrained weights, give the model a new head, optionally freeze the trunk.
 
-``prepare_finetune`` loads ``finetune.pretrained`` into the freshly built model: a classy_fast
+``prepare_finetune`` loads ``finetune.pretrained`` into the freshly built model (unless a checkpoint
+of the run is about to be loaded: resuming or evaluating a fine-tuned run does not read it): a classy_fast
 checkpoint (its ``model`` entry) or a plain state dict (torchvision's ``*.pth``, or one nested
 under ``state_dict``/``model``). The head keeps its fresh initialization when its shape differs
 from the checkpoint's (a new class count) or when ``reset_head`` is set; every other tensor must
@@ -118,15 +119,22 @@ def trunk_modules(model: nn.Module, head: str) -> List[nn.Module]:
     return [m for m in model.modules() if id(m) not in in_head and id(m) not in contains_head]
 
 
-def prepare_finetune(model: nn.Module, cfg: FinetuneConfig) -> List[nn.Module]:
-    """Load the pretrained weights and freeze the trunk as configured; returns the modules to keep in eval mode."""
+def prepare_finetune(model: nn.Module, cfg: FinetuneConfig, load_weights: bool = True) -> List[nn.Module]:
+    """Load the pretrained weights and freeze the trunk as configured; returns the modules to keep in eval mode.
+
+    ``load_weights=False`` when a checkpoint of this fine-tuning run will be loaded next (resume, or an
+    evaluation of it): its model replaces every weight, so the pretrained file is not read (it may be gone
+    by then); the head is still found and the trunk frozen."""
     if cfg.pretrained is None:
         if cfg.freeze_trunk or cfg.reset_head:
             raise ConfigError("finetune.freeze_trunk / finetune.reset_head need finetune.pretrained")
         return []
     head = find_head(model, cfg.head)
-    fresh = load_pretrained(model, read_pretrained_state(cfg.pretrained), head, cfg.reset_head)
-    log.info("fine-tuning from %s: head '%s' %s", cfg.pretrained, head, "newly initialized" if fresh else "loaded")
+    if load_weights:
+        fresh = load_pretrained(model, read_pretrained_state(cfg.pretrained), head, cfg.reset_head)
+        log.info("fine-tuning from %s: head '%s' %s", cfg.pretrained, head, "newly initialized" if fresh else "loaded")
+    else:
+        log.info("fine-tuning (head '%s'): weights from the checkpoint, %s not read", head, cfg.pretrained)
     if not cfg.freeze_trunk:
         return []
     for name, p in model.named_parameters():  # including parameters held by the head's containers (ViT's class token)

@@ -6,7 +6,8 @@ ends. ``sync()`` all-reduces the counts across ranks (a no-op on one process).
 
 Targets may be int64 class indices (B,) or B×C scores (soft, one-hot or multi-hot). For accuracy a
 B×C target counts its argmax as the true class (under mixup: the dominant one); precision@k and
-recall@k treat every class with a positive target as relevant.
+recall@k treat every class with a positive target as relevant. A k larger than the class count
+counts as the class count (top-k then holds every class) for accuracy, precision@k and recall@k alike.
 """
 
 from __future__ import annotations
@@ -121,6 +122,7 @@ class PrecisionRecallAtKMeter(Meter):
         if not topk or min(topk) < 1:
             raise ValueError(f"{kind}@k topk must be positive integers, got {topk}")
         self.topk, self.kind, self.name = sorted(topk), kind, f"{kind}_at_k"
+        self.num_classes = num_classes
         self._kmax, self._rank_index = _rank_index(self.topk, num_classes, self.device)
         self.state = {
             "hits": torch.zeros(len(self.topk), dtype=torch.float64, device=self.device),
@@ -138,7 +140,9 @@ class PrecisionRecallAtKMeter(Meter):
         hits, count = self.state["hits"].tolist(), int(self.state["count"])
         relevant = float(self.state["relevant"])
         if self.kind == "precision":
-            return {f"precision@{k}": (h / (k * count) if count else 0.0) for k, h in zip(self.topk, hits)}
+            # k is capped at the class count, as for accuracy: the top k of C < k classes are the C classes.
+            return {f"precision@{k}": (h / (min(k, self.num_classes) * count) if count else 0.0)
+                    for k, h in zip(self.topk, hits)}
         return {f"recall@{k}": (h / relevant if relevant else 0.0) for k, h in zip(self.topk, hits)}
 
 
@@ -146,18 +150,22 @@ class LossMeter(Meter):
     """Mean loss over samples, plus the first step whose loss was not finite (-1: none)."""
 
     name = "loss"
+    # "No non-finite step yet" inside the state is the largest int64, so that the earliest bad step wins
+    # both the per-step minimum and the MIN all-reduce over ranks (with -1, MAX picked the latest rank's).
+    # Checkpoints keep -1 for none (state_dict / load_state_dict convert), as before.
+    NONE = torch.iinfo(torch.int64).max
 
     def __init__(self, device: torch.device):
         super().__init__(device)
         self.state = {
             "sum": torch.zeros((), dtype=torch.float64, device=self.device),
             "count": torch.zeros((), dtype=torch.int64, device=self.device),
-            "first_nonfinite_step": torch.full((), -1, dtype=torch.int64, device=self.device),
+            "first_nonfinite_step": torch.full((), self.NONE, dtype=torch.int64, device=self.device),
         }
 
     def reset(self) -> None:
         super().reset()
-        self.state["first_nonfinite_step"].fill_(-1)
+        self.state["first_nonfinite_step"].fill_(self.NONE)
 
     def update_loss(self, loss: torch.Tensor, batch_size: int, step: torch.Tensor) -> None:
         """``loss``: the batch-mean loss (0-dim); ``step``: a 0-dim int64 device tensor counting training steps (the step a NaN report names)."""
@@ -165,16 +173,30 @@ class LossMeter(Meter):
         self.state["sum"] += loss * batch_size
         self.state["count"] += batch_size
         first = self.state["first_nonfinite_step"]
-        first.copy_(torch.where((first < 0) & ~torch.isfinite(loss), step, first))
+        torch.minimum(first, torch.where(torch.isfinite(loss), torch.full_like(first, self.NONE), step), out=first)
 
     def sync(self) -> None:
         distributed.all_reduce_sum(self.state["sum"])
         distributed.all_reduce_sum(self.state["count"])
-        distributed.all_reduce_max(self.state["first_nonfinite_step"])
+        distributed.all_reduce_min(self.state["first_nonfinite_step"])
         self.synced = True
 
     def first_nonfinite_step(self) -> int:
-        return int(self.state["first_nonfinite_step"])
+        """The earliest training step (over ranks once synced) whose loss was not finite; -1 if none."""
+        step = int(self.state["first_nonfinite_step"])
+        return -1 if step == self.NONE else step
+
+    def state_dict(self) -> Dict[str, torch.Tensor]:
+        out = super().state_dict()
+        first = out["first_nonfinite_step"]
+        first.copy_(torch.where(first == self.NONE, torch.full_like(first, -1), first))
+        return out
+
+    def load_state_dict(self, state: Dict[str, torch.Tensor]) -> None:
+        state = dict(state)
+        first = torch.as_tensor(state["first_nonfinite_step"])
+        state["first_nonfinite_step"] = torch.where(first < 0, torch.full_like(first, self.NONE), first)
+        super().load_state_dict(state)
 
     def value(self) -> Dict[str, float]:
         count = int(self.state["count"])

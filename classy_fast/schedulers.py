@@ -16,7 +16,7 @@ from typing import Any, Callable, Dict, List
 
 import torch
 
-from .config import ConfigError, SchedulerConfig, _from_dict
+from .config import ConfigError, SchedulerConfig, _coerce, _from_dict
 from .registry import SCHEDULERS
 
 Schedule = Callable[[float], float]
@@ -29,9 +29,7 @@ def constant(cfg: SchedulerConfig, epochs: int) -> Schedule:
 
 @SCHEDULERS.register("step")
 def step(cfg: SchedulerConfig, epochs: int) -> Schedule:
-    size = cfg.step_size_epochs / epochs
-    if size <= 0:
-        raise ConfigError(f"scheduler.step_size_epochs must be positive, got {cfg.step_size_epochs}")
+    size = cfg.step_size_epochs / epochs  # step_size_epochs > 0: checked by build_schedule (naming the key)
     # The small epsilon keeps where = k·size (float-rounded) on the decayed side of the boundary.
     return at_run_epochs(lambda where: cfg.gamma ** math.floor(where / size + 1e-9))
 
@@ -69,24 +67,39 @@ def polynomial(cfg: SchedulerConfig, epochs: int) -> Schedule:
 
 @SCHEDULERS.register("composite")
 def composite(cfg: SchedulerConfig, epochs: int) -> Schedule:
-    """Consecutive schedules, each over a 'length' fraction of the run and evaluated on its own progress."""
+    """Consecutive schedules, each over a 'length' fraction of the run and evaluated on its own progress.
+
+    The parts are laid out on the progress of the whole run, warmup included (``at_run_epochs``), as
+    the docs say: a part of length 0.5 ends at half the run with or without a warmup, and a 'step'
+    part's steps are epochs of the run counted from the part's start."""
+    key = "scheduler"  # composites do not nest: this is always the run's scheduler
     if not cfg.schedules:
-        raise ConfigError("scheduler 'composite' needs a non-empty scheduler.schedules list")
+        raise ConfigError(f"scheduler 'composite' needs a non-empty {key}.schedules list")
     parts: List[tuple] = []
     for i, spec in enumerate(cfg.schedules):
+        part_key = f"{key}.schedules[{i}]"
+        if not isinstance(spec, dict):
+            raise ConfigError(f"{part_key}: expected a mapping {{name, length, ...}}, got {spec!r}")
         spec = dict(spec)
         if "length" not in spec or "name" not in spec:
-            raise ConfigError(f"scheduler.schedules[{i}]: needs 'name' and 'length' (fraction of the run)")
-        length = float(spec.pop("length"))
+            raise ConfigError(f"{part_key}: needs 'name' and 'length' (fraction of the run)")
+        length = _coerce(spec.pop("length"), float, f"{part_key}.length", "config")
+        if not length > 0:  # also NaN
+            raise ConfigError(f"{part_key}.length must be > 0, got {length}")
         spec.setdefault("warmup_epochs", 0.0)  # the run-level default warmup belongs to the whole run, not each part
-        sub_cfg = _from_dict(SchedulerConfig, spec, f"scheduler.schedules[{i}]", "config")
+        # A part's lr changes when the run's does: per step or per epoch is the run's setting.
+        spec.setdefault("update_interval", cfg.update_interval)
+        sub_cfg = _from_dict(SchedulerConfig, spec, part_key, "config")
+        if sub_cfg.update_interval != cfg.update_interval:
+            raise ConfigError(f"{part_key}.update_interval: set update_interval on the scheduler, not per part "
+                              f"(scheduler.update_interval is {cfg.update_interval!r})")
         if sub_cfg.name == "composite":
-            raise ConfigError(f"scheduler.schedules[{i}]: composite schedules do not nest")
-        sub_epochs = max(length * epochs, 1e-12)
-        parts.append((length, build_schedule(sub_cfg, sub_epochs)))
+            raise ConfigError(f"{part_key}: composite schedules do not nest")
+        sub_epochs = length * epochs  # > 0: the part's own length in epochs of the run
+        parts.append((length, build_schedule(sub_cfg, sub_epochs, part_key)))
     total = sum(length for length, _ in parts)
     if abs(total - 1.0) > 1e-6:
-        raise ConfigError(f"scheduler.schedules: lengths must add up to 1, got {total}")
+        raise ConfigError(f"{key}.schedules: lengths must add up to 1, got {total}")
 
     def schedule(where: float) -> float:
         start = 0.0
@@ -96,26 +109,60 @@ def composite(cfg: SchedulerConfig, epochs: int) -> Schedule:
             start += length
         return parts[-1][1](1.0)
 
-    return schedule
+    return at_run_epochs(schedule)
 
 
-def build_schedule(cfg: SchedulerConfig, epochs: float) -> Schedule:
-    """The registered schedule, preceded by a linear warmup over ``warmup_epochs`` when set."""
+def _check(cfg: SchedulerConfig, epochs: float, key: str) -> None:
+    """Reject settings that would silently give a meaningless schedule; errors name the key."""
+    if cfg.warmup_epochs is not None and not cfg.warmup_epochs >= 0:
+        raise ConfigError(f"{key}.warmup_epochs must be ≥ 0 (0: no warmup), got {cfg.warmup_epochs}")
+    if not 0.0 <= cfg.warmup_start_factor <= 1.0:
+        raise ConfigError(f"{key}.warmup_start_factor must be in [0, 1] (the fraction of the lr the warmup "
+                          f"starts from), got {cfg.warmup_start_factor}")
+    if cfg.name == "polynomial" and not cfg.power > 0:
+        raise ConfigError(f"{key}.power must be > 0, got {cfg.power}")
+    if cfg.name == "step" and not cfg.step_size_epochs > 0:
+        raise ConfigError(f"{key}.step_size_epochs must be > 0, got {cfg.step_size_epochs}")
+    if (cfg.update_interval == "epoch" and cfg.warmup_epochs is not None
+            and not float(cfg.warmup_epochs).is_integer()):
+        # Per-epoch updates would hold the whole first epoch at warmup_start_factor for a warmup that ends
+        # inside it: the warmup must end on an epoch boundary.
+        raise ConfigError(f"{key}.warmup_epochs must be a whole number of epochs with "
+                          f"{key}.update_interval='epoch', got {cfg.warmup_epochs}")
+
+
+def default_warmup_epochs(cfg: SchedulerConfig, epochs: float) -> float:
+    """warmup_epochs, or its default when None: min(1, epochs / 5) epochs per step; per epoch, the whole
+    epochs of that (1 from 5 epochs on, else none), since a per-epoch lr cannot ramp inside an epoch."""
+    if cfg.warmup_epochs is not None:
+        return cfg.warmup_epochs
+    warmup = min(1.0, epochs / 5)
+    return float(math.floor(warmup)) if cfg.update_interval == "epoch" else warmup
+
+
+def build_schedule(cfg: SchedulerConfig, epochs: float, key: str = "scheduler") -> Schedule:
+    """The registered schedule, preceded by a linear warmup over ``warmup_epochs`` when set.
+
+    ``key``: the config key of ``cfg`` that errors name ('scheduler', 'scheduler.schedules[1]')."""
+    _check(cfg, epochs, key)
     main = SCHEDULERS.get(cfg.name)(cfg, epochs)
-    warmup = cfg.warmup_epochs if cfg.warmup_epochs is not None else min(1.0, epochs / 5)
+    warmup = default_warmup_epochs(cfg, epochs)
     if warmup <= 0:
         return main
     w = warmup / epochs
     if w >= 1:
-        raise ConfigError(f"scheduler.warmup_epochs ({warmup}) must be shorter than the run ({epochs} epochs)")
+        raise ConfigError(f"{key}.warmup_epochs ({warmup}) must be shorter than the run ({epochs} epochs)")
     start = cfg.warmup_start_factor
 
-    # Curves (cosine, linear, ...) run over what follows the warmup; step milestones stay at their epochs.
+    # Curves (cosine, linear, ...) run over what follows the warmup; step milestones and composite parts
+    # stay at their epochs of the run.
     absolute = getattr(main, "at_run_epochs", False)
+    # The warmup ramps up to the value the schedule has where the warmup ends (no jump there).
+    peak = main(w) if absolute else main(0.0)
 
     def warmed(where: float) -> float:
         if where < w:
-            return (start + (1.0 - start) * where / w) * main(0.0)
+            return (start + (1.0 - start) * where / w) * peak
         return main(where if absolute else (where - w) / (1.0 - w))
 
     return warmed
@@ -168,6 +215,7 @@ class LearningRateController:
         return {"base_lrs": [g["base_lr"] for g in self.optimizer.param_groups]}
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
-        for group, base in zip(self.optimizer.param_groups, state["base_lrs"]):
-            group["base_lr"] = base
+        """Resume: the groups keep this run's base lrs (the configured lr wins over the checkpoint's
+        ``base_lrs``; ``ClassificationTask.load_state_dict`` warns when they differ). The next
+        ``set_for_update`` writes the lr tensors whatever the last factor was."""
         self.last_factor = float("nan")

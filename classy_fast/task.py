@@ -25,7 +25,7 @@ import torch
 from . import distributed
 from .accumulation import GradientAccumulation, accumulation_steps
 from .amp import Precision
-from .checkpoint import CHECKPOINT_FORMAT, rng_state, set_rng_state
+from .checkpoint import CHECKPOINT_FORMAT, CheckpointError, rng_state, set_rng_state
 from .config import TrainConfig, config_to_dict, output_name, save_config
 from .cuda_graphs import build_eval_step, build_train_step
 from .data import build_data
@@ -56,7 +56,9 @@ def seed_everything(seed: int) -> None:
 
 
 class ClassificationTask:
-    def __init__(self, cfg: TrainConfig, hooks: Optional[List[ClassyHook]] = None):
+    def __init__(self, cfg: TrainConfig, hooks: Optional[List[ClassyHook]] = None, from_checkpoint: bool = False):
+        """``from_checkpoint``: the caller loads a checkpoint into this task next (``load_state_dict``), so
+        initial weights that it replaces are not read (fine-tuning's ``finetune.pretrained``)."""
         self.cfg = cfg
         self.device = resolve_device(cfg.device)
         if cfg.num_threads > 0:
@@ -77,7 +79,7 @@ class ClassificationTask:
 
         self.model = build_model(cfg.model, self.num_classes, self.input_shape[0])
         # Fine-tuning: pretrained weights, new head; a frozen trunk stays in eval mode (set_train_mode).
-        self.frozen_modules = prepare_finetune(self.model, cfg.finetune)
+        self.frozen_modules = prepare_finetune(self.model, cfg.finetune, load_weights=not from_checkpoint)
         self.model = self.model.to(self.device)
         if cfg.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -325,8 +327,9 @@ class ClassificationTask:
         out: Dict[str, float] = dict(self.loss_meter.value())
         for meter in self.meters:
             out.update(meter.value())
-        # The lr the last update used (the device tensor already holds the next update's).
-        out["lr"] = self.lr.lr_of_update(max(self.num_updates - 1, 0))
+        if not self.cfg.test_only:  # an evaluation-only run trains with no lr: it reports none
+            # The lr the last update used (the device tensor already holds the next update's).
+            out["lr"] = self.lr.lr_of_update(max(self.num_updates - 1, 0))
         out.update(self.throughput.value())
         seconds = out["seconds"]
         out["data_wait_pct"] = 100.0 * self.data_wait_seconds / seconds if seconds > 0 else 0.0
@@ -371,22 +374,26 @@ class ClassificationTask:
                 if hook.restore_in_test_only and hook.key in state.get("hooks", {}):
                     hook.load_state_dict(state["hooks"][hook.key])
             return
-        lr_tensors = [g["lr"] for g in self.optimizer.param_groups]
+        # This run's hyper-parameters win over the checkpoint's (torch's load_state_dict takes the saved
+        # groups'): the user set them for this run and its config.yaml records them. Only the optimizer's
+        # state (momentum buffers, Adam moments, steps) comes from the checkpoint.
+        own_groups = [{k: v for k, v in g.items() if k != "params"} for g in self.optimizer.param_groups]
         self.optimizer.load_state_dict(state["optimizer"])
-        for group, lr in zip(self.optimizer.param_groups, lr_tensors):
-            # Keep our device lr tensors (captured graphs point at them); take the loaded value.
-            if torch.is_tensor(lr):
-                lr.copy_(group["lr"] if torch.is_tensor(group["lr"]) else torch.tensor(group["lr"]))
-                group["lr"] = lr
+        for group, own in zip(self.optimizer.param_groups, own_groups):
+            group.update(own)  # our lr tensor objects too: captured graphs and the scheduler point at them
+        self._warn_changed_hyperparameters(state["optimizer"].get("param_groups", []), own_groups)
         self.lr.load_state_dict(state["lr_controller"])
         self.precision.load_state_dict(state["precision"])
-        for meter, s in zip(self.meters, state["meters"]):
-            meter.load_state_dict(s)
-        self.loss_meter.load_state_dict(state["loss_meter"])
+        p = state["progress"]
+        # Meters are reset when a phase starts: their state matters only to a resume inside a phase.
+        if p["step_in_phase"] > 0:
+            self._check_meters_match(state)
+            for meter, s in zip(self.meters, state["meters"]):
+                meter.load_state_dict(s)
+            self.loss_meter.load_state_dict(state["loss_meter"])
         for hook in self.hooks:
             if hook.key in state["hooks"]:
                 hook.load_state_dict(state["hooks"][hook.key])
-        p = state["progress"]
         self.phase_index, self.step_in_phase = self._resume_phase_index(p), p["step_in_phase"]
         self.train_phases_done, self.num_updates = p["train_phases_done"], p["num_updates"]
         self._step_tensor.fill_(p["global_step"])
@@ -394,6 +401,45 @@ class ClassificationTask:
             self.phase = self.phases[self.phase_index]
         set_rng_state(state["rng"])
         self.parallel.load_state_dict(state.get("distributed"), self)  # per-rank RNG, world-size checks
+        # The next update's lr from this run's base lrs (in place: fill_, the tensors stay the same objects).
+        self.lr.set_for_update(self.num_updates)
+
+    def _warn_changed_hyperparameters(self, saved_groups: List[Dict[str, Any]], own_groups: List[Dict[str, Any]]) -> None:
+        """One warning line naming the optimizer settings this run changes from the checkpoint's (old → new)."""
+        ignore = {"lr", "params", "param_names", "fused", "foreach", "capturable", "differentiable"}  # not settings
+        changes: Dict[tuple, List[int]] = {}
+        for i, (saved, own) in enumerate(zip(saved_groups, own_groups)):
+            for key in sorted(own.keys() - ignore):
+                if key in saved and not _same_value(saved[key], own[key]):
+                    name = "lr" if key == "base_lr" else key  # base_lr: the peak lr the schedule scales
+                    changes.setdefault((name, _show(saved[key]), _show(own[key])), []).append(i)
+        if changes and distributed.is_primary():
+            n = len(own_groups)
+            log.warning("resuming with this run's optimizer settings, not the checkpoint's: %s", "; ".join(
+                f"{name} {old} → {new}" + ("" if len(groups) == n else f" (param group{'s' if len(groups) > 1 else ''} "
+                                           f"{', '.join(map(str, groups))})")
+                for (name, old, new), groups in changes.items()))
+
+    def _check_meters_match(self, state: Dict[str, Any]) -> None:
+        """A resume inside a phase continues the saved meters: they must be this run's meters."""
+        def describe(meters) -> str:
+            return "[" + ", ".join(f"{m.get('name')}(topk={m.get('topk')})" for m in meters) + "]"
+
+        saved_cfg = (state.get("config") or {}).get("meters")
+        own_cfg = config_to_dict(self.cfg)["meters"]
+        saved_states = state["meters"]
+        fits = len(saved_states) == len(self.meters) and all(
+            set(s) == set(m.state) and all(torch.as_tensor(s[k]).shape == m.state[k].shape for k in s)
+            for s, m in zip(saved_states, self.meters))
+        if saved_cfg is not None:
+            fits = fits and [(m["name"], sorted(m["topk"])) for m in saved_cfg] == \
+                [(m["name"], sorted(m["topk"])) for m in own_cfg]
+        if not fits:
+            saved = describe(saved_cfg) if saved_cfg is not None else f"{len(saved_states)} meter(s)"
+            raise CheckpointError(
+                f"the checkpoint was written inside an epoch with meters {saved}, this run has {describe(own_cfg)}: "
+                f"resume with the checkpoint's meters (--set meters=...), or from a checkpoint written at the end of "
+                f"a phase (its meters do not carry over)")
 
     def request_stop(self, reason: str) -> None:
         """End the run after the current phase (hooks call it, e.g. early stopping): ``on_end`` still runs."""
@@ -437,3 +483,18 @@ class ClassificationTask:
         if first_error is not None:
             raise first_error
 
+
+def _same_value(a: Any, b: Any) -> bool:
+    """Equal optimizer settings: numbers, bools, tuples / lists (betas come back from a checkpoint as either), tensors."""
+    if torch.is_tensor(a) or torch.is_tensor(b):
+        a, b = torch.as_tensor(a).cpu(), torch.as_tensor(b).cpu()
+        return a.shape == b.shape and bool(torch.equal(a.to(b.dtype), b))
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same_value(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+def _show(value: Any) -> str:
+    if torch.is_tensor(value):
+        value = value.tolist()
+    return str(list(value)) if isinstance(value, tuple) else str(value)

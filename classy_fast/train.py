@@ -42,18 +42,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    flags = {
-        "epochs": args.epochs, "data.batch_size": args.batch_size, "optimizer.lr": args.lr, "device": args.device,
-        "amp": args.amp, "seed": args.seed, "output_dir": args.output_dir, "resume": args.resume,
-    }
-    overrides = [f"{k}={v}" for k, v in flags.items() if v is not None]
-    if args.eval_only:
-        overrides.append("test_only=true")
-    if args.cuda_graphs:
-        overrides.append("cuda_graphs=true")
-    if args.compile:
-        overrides.append("compile=true")
-    return load_config(args.config, overrides + list(args.overrides))
+    # Flag values go in as argparse typed them, not through --set's YAML parsing: an --output-dir of
+    # 2024-01-05 or a --resume of 'true' stay strings, and an error names the flag the user typed.
+    flags = [
+        ("epochs", args.epochs, "--epochs"), ("data.batch_size", args.batch_size, "--batch-size"),
+        ("optimizer.lr", args.lr, "--lr"), ("device", args.device, "--device"), ("amp", args.amp, "--amp"),
+        ("seed", args.seed, "--seed"), ("output_dir", args.output_dir, "--output-dir"),
+        ("resume", args.resume, "--resume"), ("test_only", args.eval_only or None, "--eval-only"),
+        ("cuda_graphs", args.cuda_graphs or None, "--cuda-graphs"), ("compile", args.compile or None, "--compile"),
+    ]
+    values = [(key, value, flag) for key, value, flag in flags if value is not None]
+    return load_config(args.config, list(args.overrides), values)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -71,7 +70,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         state = load_checkpoint(resume_path, map_location=resolve_device(cfg.device)) if resume_path else None
         if cfg.test_only and state is None:
             log.warning("evaluating an untrained model: pass --resume PATH to evaluate a checkpoint")
-        task = ClassificationTask(cfg)
+        task = ClassificationTask(cfg, from_checkpoint=state is not None)
         distributed.set_progress_source(lambda: (task.phase_index, task.step_in_phase))  # for hang reports
         if state is not None:
             restore(task, state, resume_path, weights_only=cfg.test_only)
@@ -119,8 +118,8 @@ def restore(task, state, path: str, weights_only: bool) -> None:
     try:
         task.load_state_dict(state, weights_only=weights_only)
     except RuntimeError as e:
-        if isinstance(e, CheckpointError):
-            raise
+        if isinstance(e, CheckpointError):  # already says what is wrong (e.g. other meters mid-epoch); name the file
+            raise (e if path in str(e) else CheckpointError(f"{path}: {e}")) from None
         trained = (state.get("config") or {}).get("model")
         detail = " ".join(line.strip() for line in str(e).strip().splitlines()[:2])[:300]  # torch's headline + first item
         raise CheckpointError(

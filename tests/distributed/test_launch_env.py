@@ -79,7 +79,8 @@ def test_helpers_are_no_ops_on_one_process():
     assert (distributed.rank(), distributed.world_size(), distributed.local_rank(), distributed.is_primary()) == (
         0, 1, 0, True)
     t = torch.tensor([1.0, 2.0])
-    for reduce in (distributed.all_reduce_sum, distributed.all_reduce_mean, distributed.all_reduce_max):
+    for reduce in (distributed.all_reduce_sum, distributed.all_reduce_mean, distributed.all_reduce_max,
+                   distributed.all_reduce_min):
         assert reduce(t) is t and t.tolist() == [1.0, 2.0]
     distributed.barrier()
     assert distributed.broadcast_object({"a": 1}) == {"a": 1}
@@ -88,4 +89,37 @@ def test_helpers_are_no_ops_on_one_process():
     from classy_fast.config import DistributedConfig
 
     assert distributed.init_distributed(DistributedConfig(), "cpu").world_size == 1  # no launcher: no setup
+    assert not distributed.is_distributed()
+
+
+@pytest.mark.parametrize("port", [None, "29611"])
+def test_hand_set_variables_without_master_port_get_the_default_exported(monkeypatch, port):
+    """RANK/WORLD_SIZE/MASTER_ADDR set by hand: the default port must reach env:// init (it failed with
+    'MASTER_PORT expected'); a port the user set is kept."""
+    import os
+
+    from classy_fast.config import DistributedConfig
+
+    class Stop(Exception):
+        pass
+
+    seen = {}
+
+    def fake_init(*args, **kwargs):
+        seen["port"] = os.environ.get("MASTER_PORT")
+        raise Stop
+
+    for key in ("TORCHELASTIC_RUN_ID", "MASTER_PORT"):
+        monkeypatch.setenv(key, "")  # recorded, so that the port init_distributed exports is removed afterwards
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    if port is not None:
+        monkeypatch.setenv("MASTER_PORT", port)
+    monkeypatch.setattr(distributed.dist, "init_process_group", fake_init)
+    with pytest.raises(Stop):
+        distributed.init_distributed(DistributedConfig(watchdog=False), "cpu")
+    assert seen["port"] == (port or "29500")
     assert not distributed.is_distributed()

@@ -78,3 +78,30 @@ def test_scientific_notation_reads_as_a_number(tmp_path):
     assert (cfg.optimizer.lr, cfg.optimizer.weight_decay, cfg.optimizer.eps) == (5e-4, 1e-5, 1e-6)
     with pytest.raises(ConfigError, match="key 'optimizer.lr': expected a number, got '5e-4x'"):
         load_config(None, ["optimizer.lr=5e-4x"])
+
+
+def test_path_flags_are_literal_strings_not_yaml(tmp_path):
+    """--output-dir / --resume are taken as typed: a date-like, boolean-like or numeric name stays a string,
+    and errors name the flag, not a --set the user never typed."""
+    from classy_fast.train import build_parser, config_from_args
+
+    def cfg_of(*argv):
+        return config_from_args(build_parser().parse_args(list(argv)))
+
+    cfg = cfg_of("--output-dir", "2024-01-05", "--resume", "true")
+    assert cfg.output_dir == "2024-01-05" and cfg.resume == "true"
+    assert cfg_of("--output-dir", "12", "--resume", "null").output_dir == "12"
+    assert cfg_of("--resume", "null").resume == "null"
+    assert cfg_of("--output-dir", "a: b").output_dir == "a: b"
+    cfg = cfg_of("--epochs", "3", "--lr", "1e-3", "--eval-only", "--set", "output_dir=x")
+    assert (cfg.epochs, cfg.optimizer.lr, cfg.test_only, cfg.output_dir) == (3, 1e-3, True, "x")  # --set still wins
+    with pytest.raises(ConfigError, match=r"^--set 'device\.x=1': 'device' is not a section$"):
+        cfg_of("--device", "cpu", "--set", "device.x=1")
+
+
+def test_resume_flag_is_a_literal_path_in_the_cli(tmp_path, capsys):
+    from classy_fast import train
+
+    rc = train.main(["--resume", "true", "--output-dir", str(tmp_path / "2024-01-05"), "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.strip().splitlines()[-1] == "error: --resume: checkpoint not found: true", err

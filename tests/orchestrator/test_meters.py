@@ -1,4 +1,5 @@
 import math
+import os
 
 import pytest
 import torch
@@ -63,3 +64,60 @@ def test_meter_state_round_trip():
     assert b.value() == a.value()
     b.sync()  # single process: a no-op
     assert b.value() == a.value()
+
+
+def test_first_nonfinite_step_checkpoint_state_keeps_minus_one_for_none():
+    m = LossMeter("cpu")
+    step = torch.ones((), dtype=torch.int64)
+    m.update_loss(torch.tensor(1.0), 2, step)
+    assert int(m.state_dict()["first_nonfinite_step"]) == -1  # the saved format is unchanged
+    m2 = LossMeter("cpu")
+    m2.load_state_dict({**m.state_dict(), "first_nonfinite_step": torch.tensor(-1)})  # an older checkpoint
+    step.fill_(2)
+    m2.update_loss(torch.tensor(float("nan")), 2, step)
+    assert m2.first_nonfinite_step() == 2
+    m3 = LossMeter("cpu")
+    m3.load_state_dict(m2.state_dict())
+    step.fill_(3)
+    m3.update_loss(torch.tensor(float("nan")), 2, step)
+    assert m3.first_nonfinite_step() == 2  # the first one stays
+
+
+def _nonfinite_rank(rank, world, init_file, out_dir):
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        m = LossMeter("cpu")
+        step = torch.zeros((), dtype=torch.int64)
+        bad_from = {0: 7, 1: 3, 2: None}[rank]  # rank 1 goes non-finite first (step 3), rank 0 at 7, rank 2 never
+        for s in range(1, 11):
+            step.fill_(s)
+            bad = bad_from is not None and s >= bad_from
+            m.update_loss(torch.tensor(float("nan") if bad else 1.0), 4, step)
+        saved = m.state_dict()  # mid-phase under DDP: the global state, a collective
+        m.sync()
+        with open(os.path.join(out_dir, f"rank{rank}.txt"), "w") as f:
+            f.write(f"{m.first_nonfinite_step()} {int(saved['first_nonfinite_step'])}")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_first_nonfinite_step_is_the_earliest_over_ranks(tmp_path):
+    """Under DDP the report names the earliest non-finite step of any rank (an all-reduce MIN), not the latest."""
+    import torch.multiprocessing as mp
+
+    mp.spawn(_nonfinite_rank, args=(3, str(tmp_path / "store"), str(tmp_path)), nprocs=3)
+    assert [(tmp_path / f"rank{r}.txt").read_text() for r in range(3)] == ["3 3"] * 3
+
+
+def test_precision_at_k_above_the_class_count_caps_k_like_accuracy():
+    """precision@7 of 4 classes is over the 4 classes top-7 can hold: perfect multi-hot targets give 1.0 at
+    k = C and at any k > C (the uncapped k gave 4/7), as accuracy's top-7 = top-4."""
+    target = torch.ones(3, 4)
+    p = PrecisionRecallAtKMeter([4, 7], 4, "cpu", "precision")
+    p.update(LOGITS, target)
+    assert p.value() == pytest.approx({"precision@4": 1.0, "precision@7": 1.0})
+    r = PrecisionRecallAtKMeter([7], 4, "cpu", "recall")
+    r.update(LOGITS, target)
+    assert r.value() == pytest.approx({"recall@7": 1.0})

@@ -95,3 +95,87 @@ def test_default_warmup_is_one_epoch_or_a_fifth_of_a_short_run():
     assert long(0.05) == pytest.approx(0.5) and long(0.1) == pytest.approx(1.0)  # 1 epoch of 10
     short = build_schedule(SchedulerConfig(name="constant", warmup_start_factor=0.0), 1)
     assert short(0.1) == pytest.approx(0.5) and short(0.2) == pytest.approx(1.0)  # a fifth of a 1-epoch run
+
+
+def epoch_lrs(cfg, epochs):
+    """The factor each epoch trains at under update_interval='epoch' (updates_per_epoch=3)."""
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([{"params": [p], "lr": 1.0, "base_lr": 1.0}], lr=1.0)
+    ctl = LearningRateController(opt, build_schedule(cfg, epochs), epochs, 3, "epoch")
+    return [ctl.lr_of_update(3 * e) for e in range(epochs)]
+
+
+def test_epoch_interval_warmup_is_whole_epochs():
+    """Per-epoch lr updates cannot ramp inside an epoch: a warmup ending inside the first epoch would hold
+    all of it at warmup_start_factor. The default is 1 epoch from 5 epochs on, else none; an explicit
+    fractional warmup is refused."""
+    short = epoch_lrs(SchedulerConfig(name="constant", update_interval="epoch"), 2)
+    assert short == [1.0, 1.0]  # the default min(1, 2/5) = 0.4 epoch rounds down to none
+    long = epoch_lrs(SchedulerConfig(name="constant", update_interval="epoch", warmup_start_factor=0.1), 5)
+    assert long == pytest.approx([0.1, 1.0, 1.0, 1.0, 1.0])  # a 1-epoch warmup
+    two = epoch_lrs(SchedulerConfig(name="constant", update_interval="epoch", warmup_epochs=2.0,
+                                    warmup_start_factor=0.0), 4)
+    assert two == pytest.approx([0.0, 0.5, 1.0, 1.0])
+    with pytest.raises(ConfigError, match=r"scheduler\.warmup_epochs must be a whole number .*'epoch', got 0\.5"):
+        build_schedule(SchedulerConfig(update_interval="epoch", warmup_epochs=0.5), 4)
+    with pytest.raises(ConfigError, match=r"scheduler\.schedules\[0\]\.warmup_epochs must be a whole number"):
+        build_schedule(SchedulerConfig(name="composite", update_interval="epoch", warmup_epochs=0, schedules=[
+            {"name": "cosine", "length": 1.0, "warmup_epochs": 1.5}]), 4)
+    # Per step the fractional default stays.
+    assert build_schedule(SchedulerConfig(name="constant", warmup_start_factor=0.0), 2)(0.1) == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("kw, message", [
+    (dict(name="composite", schedules=[{"name": "linear", "length": 1.0}, {"name": "constant", "length": 0.0}]),
+     r"scheduler\.schedules\[1\]\.length must be > 0, got 0\.0"),
+    (dict(name="composite", schedules=[{"name": "linear", "length": 1.5}, {"name": "constant", "length": -0.5}]),
+     r"scheduler\.schedules\[1\]\.length must be > 0, got -0\.5"),
+    (dict(name="composite", schedules=[{"name": "cosine", "length": "one"}]),
+     r"key 'scheduler\.schedules\[0\]\.length': expected a number, got 'one'"),
+    (dict(name="composite", schedules=[{"name": "polynomial", "length": 1.0, "power": 0}]),
+     r"scheduler\.schedules\[0\]\.power must be > 0, got 0"),
+    (dict(name="polynomial", power=-1.0), r"scheduler\.power must be > 0, got -1\.0"),
+    (dict(name="step", step_size_epochs=0.0), r"scheduler\.step_size_epochs must be > 0"),
+    (dict(warmup_epochs=-1.0), r"scheduler\.warmup_epochs must be ≥ 0"),
+    (dict(warmup_epochs=1.0, warmup_start_factor=-5.0), r"scheduler\.warmup_start_factor must be in \[0, 1\].*got -5\.0"),
+    (dict(warmup_epochs=1.0, warmup_start_factor=1.5), r"scheduler\.warmup_start_factor must be in \[0, 1\]"),
+    (dict(name="composite", update_interval="epoch", schedules=[
+        {"name": "cosine", "length": 1.0, "update_interval": "step"}]), r"scheduler\.schedules\[0\]\.update_interval"),
+])
+def test_bad_schedule_options_name_the_key(kw, message):
+    kw.setdefault("warmup_epochs", 0.0)
+    with pytest.raises(ConfigError, match=message):
+        build_schedule(SchedulerConfig(**kw), 10)
+
+
+def test_bad_schedule_options_are_a_clear_cli_error(tmp_path, capsys):
+    from classy_fast import train
+
+    rc = train.main(["--epochs", "1", "--device", "cpu", "--output-dir", str(tmp_path), "--set", "data.name=synthetic",
+                     "--set", "data.synthetic_train_size=64", "--batch-size", "16", "--set", "data.synthetic_test_size=16",
+                     "--set", "hooks.progress_bar=false", "--set", "scheduler.name=composite",
+                     "--set", "scheduler.schedules=[{name: cosine, length: 0.0}, {name: constant, length: 1.0}]"])
+    assert rc == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "error: scheduler.schedules[0].length must be > 0, got 0.0")
+
+
+def test_composite_parts_are_fractions_of_the_run_with_a_warmup():
+    """The parts sit at their fraction of the whole run whatever the warmup (as documented); a 'step' part's
+    steps are run epochs from the part's start; the warmup ramps to the composite's value where it ends."""
+    epochs = 10
+    s = build_schedule(SchedulerConfig(name="composite", warmup_epochs=2.0, warmup_start_factor=0.0, schedules=[
+        {"name": "constant", "length": 0.5},
+        {"name": "step", "length": 0.5, "step_size_epochs": 1.0, "gamma": 0.5},
+    ]), epochs)
+    assert [s(e / epochs) for e in (1, 2, 4.99, 5, 5.99, 6, 7)] == pytest.approx([0.5, 1, 1, 1, 1, 0.5, 0.25])
+    same = build_schedule(SchedulerConfig(name="composite", warmup_epochs=0.0, schedules=[
+        {"name": "constant", "length": 0.5},
+        {"name": "step", "length": 0.5, "step_size_epochs": 1.0, "gamma": 0.5},
+    ]), epochs)
+    assert [same(e / epochs) for e in (2, 5, 6, 7, 9.5)] == [s(e / epochs) for e in (2, 5, 6, 7, 9.5)]
+    # A curve as the first part: no jump where the warmup ends.
+    c = build_schedule(SchedulerConfig(name="composite", warmup_epochs=1.0, warmup_start_factor=0.0,
+                                       schedules=[{"name": "cosine", "length": 1.0}]), epochs)
+    assert c(0.1 - 1e-9) == pytest.approx(c(0.1)) and c(0.1) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.1)))
+    assert c(0.05) == pytest.approx(0.5 * c(0.1)) and c(1.0) == pytest.approx(0.0)

@@ -138,6 +138,7 @@ def test_test_only_run_from_train_checkpoint(tmp_path):
     evaluator.load_state_dict(load_checkpoint(str(tmp_path / "t" / "checkpoints" / "last.pt")), weights_only=True)
     result = evaluator.run()
     assert evaluator.train_data is None and result["phase_type"] == "test"
+    assert "lr" not in result  # nothing trained: no lr to report
     assert result["top1"] == final["top1"] and result["loss"] == pytest.approx(final["loss"], rel=1e-6)
     assert not (tmp_path / "e" / "checkpoints" / "last.pt").exists()
 
@@ -191,3 +192,89 @@ def test_resume_with_another_plan_trains_every_epoch_once(tmp_path, first, then)
     lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     trained = [r["epoch"] for r in map(json.loads, lines) if r["phase_type"] == "train"]
     assert trained == [0, 1, 2, 3] and resumed.train_phases_done == 4
+
+
+def _interrupted_after_one_epoch(d):
+    with pytest.raises(Interrupt):
+        make_task(d, [InterruptAt(phases=1)]).run()
+
+
+@pytest.mark.parametrize("fused", ["torch", "auto"])  # torch.optim.SGD, and classy_fast's fused SGD when built
+def test_resume_takes_this_runs_optimizer_settings_and_warns_once(tmp_path, caplog, fused):
+    """A changed optimizer.lr / weight_decay / momentum on resume is used (the config says so), not the
+    checkpoint's, with one warning naming old → new; the lr tensors stay the same objects (fill_ in place)."""
+    torch.set_num_threads(1)
+    d = tiny_config_dict(tmp_path / "a", optimizer={"lr": 0.05, "fused": fused})
+    _interrupted_after_one_epoch(d)
+    changed = {**d, "optimizer": {"lr": 0.1, "weight_decay": 1e-3, "momentum": 0.8, "fused": fused}}
+    cfg = config_from_dict(changed, "test")
+    task = ClassificationTask(cfg, hooks=build_hooks(cfg))
+    lr_tensors = [g["lr"] for g in task.optimizer.param_groups]
+    with caplog.at_level("WARNING", logger="classy_fast"):
+        task.load_state_dict(load_checkpoint(os.path.join(d["output_dir"], "checkpoints", "last.pt")))
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1, warnings
+    assert "lr 0.05 → 0.1" in warnings[0] and "momentum 0.9 → 0.8" in warnings[0]
+    assert "weight_decay 0.0005 → 0.001 (param group 0)" in warnings[0]
+    groups = task.optimizer.param_groups
+    assert [g["lr"] for g in groups] == lr_tensors and all(g["lr"] is t for g, t in zip(groups, lr_tensors))
+    assert [g["base_lr"] for g in groups] == [0.1, 0.1] and [g["momentum"] for g in groups] == [0.8, 0.8]
+    assert [g["weight_decay"] for g in groups] == [1e-3, 0.0]
+    expected = 0.1 * task.lr.schedule(task.lr.where(task.num_updates))
+    assert all(float(t) == pytest.approx(expected) for t in lr_tensors) and task.num_updates == 6
+    assert len(task.optimizer.state) > 0  # the momentum buffers still come from the checkpoint
+    task.run()
+    rows = [json.loads(line) for line in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in rows if r["phase_type"] == "train"]
+    assert train[-1]["lr"] == pytest.approx(0.1 * task.lr.schedule(task.lr.where(11)))
+
+
+def test_resume_with_unchanged_settings_does_not_warn(tmp_path, caplog):
+    torch.set_num_threads(1)
+    d = tiny_config_dict(tmp_path / "a")
+    _interrupted_after_one_epoch(d)
+    with caplog.at_level("WARNING", logger="classy_fast"):
+        make_task(d)
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+
+
+def test_resume_with_other_meters(tmp_path):
+    """At a phase boundary the meters start afresh anyway: another meter list just works. Inside a phase the
+    saved meter state continues, so another list is a CheckpointError naming both, not a KeyError."""
+    from classy_fast.checkpoint import CheckpointError
+
+    torch.set_num_threads(1)
+    d = tiny_config_dict(tmp_path / "a")
+    _interrupted_after_one_epoch(d)
+    other = {**d, "meters": [{"name": "precision_at_k", "topk": [1]}, {"name": "accuracy", "topk": [1]}]}
+    task = make_task(other)
+    assert task.phase_index == 1 and task.step_in_phase == 0
+    final = task.run()
+    assert "precision@1" in final and "top1" in final and "top5" not in final
+
+    mid = tiny_config_dict(tmp_path / "b", hooks={"progress_bar": False, "log_interval": 2, "model_complexity": False,
+                                                  "checkpoint": {"every_n_steps": 2}})
+    with pytest.raises(Interrupt):
+        make_task(mid, [InterruptAt(step=9)]).run()
+    for meters in ([{"name": "precision_at_k", "topk": [1]}], [{"name": "accuracy", "topk": [1]}]):
+        with pytest.raises(CheckpointError, match=r"inside an epoch with meters \[accuracy\(topk=\[1, 5\]\)\], this run "
+                                                  r"has \[" + meters[0]["name"]):
+            make_task({**mid, "meters": meters})
+    assert make_task(mid).step_in_phase == 2  # the same meters resume
+
+
+def test_cli_resume_mid_epoch_with_other_meters_names_the_file_and_meters(tmp_path, capsys):
+    from classy_fast import train
+
+    torch.set_num_threads(1)
+    mid = tiny_config_dict(tmp_path / "b", hooks={"progress_bar": False, "log_interval": 2, "model_complexity": False,
+                                                  "checkpoint": {"every_n_steps": 2}})
+    with pytest.raises(Interrupt):
+        make_task(mid, [InterruptAt(step=9)]).run()
+    import yaml
+
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump({**mid, "meters": [{"name": "recall_at_k", "topk": [2]}]}))
+    assert train.main(["--config", str(tmp_path / "c.yaml"), "--resume", "auto"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith(f"error: {tmp_path / 'b' / 'checkpoints' / 'last.pt'}: the checkpoint was written inside an "
+                          f"epoch with meters [accuracy(topk=[1, 5])], this run has [recall_at_k(topk=[2])]"), err

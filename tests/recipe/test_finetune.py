@@ -3,6 +3,7 @@
 import os
 
 import pytest
+import yaml
 import torch
 
 from classy_fast.checkpoint import CheckpointError
@@ -77,3 +78,54 @@ def test_checkpoint_that_does_not_fit_is_refused(tmp_path):
     torch.save(SmallResNet(num_classes=6, in_channels=1, width=8).state_dict(), path)
     with pytest.raises(CheckpointError, match="does not fit SmallResNet.*stem.0.weight"):
         make_task(tmp_path, "bad", finetune={"pretrained": path})
+
+
+def test_resume_and_eval_of_a_finetuned_run_do_not_read_pretrained_again(tmp_path, pretrained, capsys):
+    """The checkpoint holds every weight: resuming (or --eval-only --resume) a fine-tuning run works after
+    the pretrained file is gone, still with the frozen trunk and the head/trunk lr groups."""
+    import shutil
+
+    from classy_fast import train
+
+    torch.set_num_threads(1)
+    own = str(tmp_path / "pre.pt")
+    shutil.copy(pretrained, own)
+    d = tiny_config_dict(tmp_path / "ft", epochs=2, finetune={"pretrained": own, "freeze_trunk": True,
+                                                               "head_lr": 0.3})
+    d["data"] = {**d["data"], "num_classes": 4}
+    d["hooks"] = {**d["hooks"], "metrics_files": False}
+    cfg_path = tmp_path / "ft.yaml"
+    cfg_path.write_text(yaml.safe_dump({**d, "epochs": 1}))
+    assert train.main(["--config", str(cfg_path)]) == 0
+    os.remove(own)
+    last = str(tmp_path / "ft" / "checkpoints" / "last.pt")
+    trained = torch.load(last, weights_only=True)["model"]
+    assert train.main(["--config", str(cfg_path), "--epochs", "2", "--resume", "auto"]) == 0, capsys.readouterr().err
+    resumed = torch.load(last, weights_only=True)["model"]
+    for key, value in trained.items():  # the trunk stayed frozen through the resumed epoch
+        if not key.startswith("fc."):
+            assert torch.equal(value, resumed[key]), key
+    assert not torch.equal(trained["fc.weight"], resumed["fc.weight"])
+    assert train.main(["--config", str(cfg_path), "--eval-only", "--resume", last]) == 0, capsys.readouterr().err
+    # A fresh start still needs the file, and says so.
+    assert train.main(["--config", str(cfg_path), "--output-dir", str(tmp_path / "fresh")]) == 2
+    assert "finetune.pretrained: checkpoint not found" in capsys.readouterr().err
+
+
+def test_resume_with_another_head_lr_uses_it(tmp_path, pretrained, caplog):
+    """Head / trunk groups take this run's head_lr / trunk_lr on resume, each group its own."""
+    torch.set_num_threads(1)
+    top = dict(epochs=2, finetune={"pretrained": pretrained, "head_lr": 0.3, "trunk_lr": 0.01})
+    first = make_task(tmp_path, "ft", **{**top, "epochs": 1})
+    first.run()
+    task = make_task(tmp_path, "ft", **{**top, "finetune": {**top["finetune"], "head_lr": 0.2}})
+    head = {id(p) for p in task.model.fc.parameters()}
+    with caplog.at_level("WARNING", logger="classy_fast"):
+        task.load_state_dict(torch.load(str(tmp_path / "ft" / "checkpoints" / "last.pt"), weights_only=True))
+    for group in task.optimizer.param_groups:
+        in_head = any(id(p) in head for p in group["params"])
+        assert group["base_lr"] == (0.2 if in_head else 0.01)
+        assert float(group["lr"]) == pytest.approx(group["base_lr"] * task.lr.schedule(task.lr.where(task.num_updates)))
+    head_groups = [i for i, g in enumerate(task.optimizer.param_groups) if any(id(p) in head for p in g["params"])]
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert f"lr 0.3 → 0.2 (param groups {', '.join(map(str, head_groups))})" in warning
