@@ -74,3 +74,19 @@ def _assert_fused_matches(fn_fused, fn_ref, x, what=""):
     _assert_close(loss, ref, TOL[x.dtype]["loss"], prefix + "loss")
     _assert_close(grad, grad_ref, TOL[x.dtype]["grad"], prefix + "grad")
     return loss, grad
+
+
+def _fused_loss_of_kind(kind, index, soft, index_b):
+    """loss_fn(logits, inplace) of the fused op for a target kind: 'index' (``index``), 'soft' (``soft``) or
+    'mixup' (``index`` and ``index_b`` at λ = 0.7), all with label smoothing 0.1."""
+    from classy_fast.ops import cross_entropy, mixup_cross_entropy
+
+    def loss_fn(logits, inplace):
+        if kind == "index":
+            return cross_entropy(logits, index, label_smoothing=0.1, impl="fused", inplace_backward=inplace)
+        if kind == "soft":
+            return cross_entropy(logits, soft, label_smoothing=0.1, impl="fused", inplace_backward=inplace)
+        return mixup_cross_entropy(logits, index, index_b, 0.7, label_smoothing=0.1, impl="fused",
+                                   inplace_backward=inplace)
+
+    return loss_fn

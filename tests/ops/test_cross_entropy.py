@@ -27,6 +27,7 @@ from tests.ops._ce_cases import (
     TOL,
     TOL64,
     _assert_close,
+    _fused_loss_of_kind,
     _fused_and_reference,
     _labels,
     _logits,
@@ -228,12 +229,7 @@ def test_inplace_backward_matches_and_overwrites_logits(device, dtype, kind):
     soft = torch.softmax(torch.randn(11, 37, device=device), 1)
     t2 = _labels(11, 37, device, seed=5)
 
-    def loss_fn(logits, inplace):
-        if kind == "index":
-            return cross_entropy(logits, t, label_smoothing=0.1, impl="fused", inplace_backward=inplace)
-        if kind == "soft":
-            return cross_entropy(logits, soft, label_smoothing=0.1, impl="fused", inplace_backward=inplace)
-        return mixup_cross_entropy(logits, t, t2, 0.7, label_smoothing=0.1, impl="fused", inplace_backward=inplace)
+    loss_fn = _fused_loss_of_kind(kind, t, soft, t2)
 
     grads = {}
     for inplace in (False, True):

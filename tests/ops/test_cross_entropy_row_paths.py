@@ -21,6 +21,7 @@ from tests.ops._ce_cases import (
     DTYPES,
     TOL,
     _assert_close,
+    _fused_loss_of_kind,
     _assert_fused_matches,
     _labels,
     _logits,
@@ -85,12 +86,7 @@ def test_block_mode_inplace_backward_equals_out_of_place(device, dtype, classes,
     soft = torch.softmax(torch.randn(5, classes, device=device), 1)
     t2 = _labels(5, classes, device, seed=5)
 
-    def loss_fn(logits, inplace):
-        if kind == "index":
-            return cross_entropy(logits, t, label_smoothing=0.1, impl="fused", inplace_backward=inplace)
-        if kind == "soft":
-            return cross_entropy(logits, soft, label_smoothing=0.1, impl="fused", inplace_backward=inplace)
-        return mixup_cross_entropy(logits, t, t2, 0.7, label_smoothing=0.1, impl="fused", inplace_backward=inplace)
+    loss_fn = _fused_loss_of_kind(kind, t, soft, t2)
 
     logits = lin(inputs)
     loss_fn(logits, True).backward()  # the logits' storage now holds d loss / d logits
