@@ -91,6 +91,8 @@ class DataConfig:
     """RandAugment: operations applied to each image."""
     auto_augment_magnitude: int = 9
     """RandAugment: magnitude bin of every operation, 0-30."""
+    repeated_augmentations: int = 1
+    """Repeated augmentation (image files): each sample drawn for an epoch appears this many times, differently augmented, its copies on different ranks (torchvision's RASampler, --ra-reps 4 in its recipes); the epoch keeps its length, so it holds 1/N of the distinct samples. 1: off."""
     mean: Optional[List[float]] = None
     """Per-channel mean in [0, 1] for normalization (None: ImageNet's for image files, the training set's for 'arrays')."""
     std: Optional[List[float]] = None

@@ -37,6 +37,9 @@ def _in_memory(cfg: DataConfig, split: str, images, labels, num_classes, mean, s
         raise ValueError(f"{where}, {split} split: label {int(labels[bad[0]])} of sample {int(bad[0])} is out of range "
                          f"for {num_classes} classes ({bad.size} such labels)")
     refuse_auto_augment(cfg, f"the in-memory dataset '{cfg.name}'")
+    if cfg.repeated_augmentations != 1:
+        raise ValueError(f"data.repeated_augmentations={cfg.repeated_augmentations} applies to image files "
+                         f"(image_folder, file_list); the in-memory dataset '{cfg.name}' reads each sample once per epoch")
     images, labels = _limit(images, labels, cfg.limit_train if train else cfg.limit_test)
     return InMemoryImageData(
         torch.from_numpy(np.ascontiguousarray(images)),

@@ -32,6 +32,19 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
+def repeated_augmentation_order(order: torch.Tensor, repeats: int, world_size: int, length: int) -> torch.Tensor:
+    """An epoch order for repeated augmentation (Hoffer et al. 2020; torchvision's RASampler): each sample
+    of ``order`` is repeated ``repeats`` times, the copies dealt round-robin to the ranks (copy j of a
+    sample goes to the rank after copy j-1's), and each rank's share laid out contiguously as the file
+    sources read it. The epoch keeps its ``length``: it holds about length / repeats distinct samples,
+    each augmented differently on ``repeats`` ranks (on one process: ``repeats`` copies in a row)."""
+    repeated = order.repeat_interleave(repeats)
+    if len(repeated) < length:  # more copies than samples per rank would need: wrap around (as RASampler)
+        repeated = repeated.repeat(-(-length // len(repeated)))
+    repeated = repeated[:length]
+    return torch.cat([repeated[r::world_size] for r in range(world_size)])
+
+
 class ImageFileSource:
     """Base of the image-file data sources: sharding, position, normalization, bad-file counting."""
 
@@ -63,6 +76,7 @@ class ImageFileSource:
         prefetch: int = 2,
         skipped: Optional[SkippedFiles] = None,
         auto_augment: Optional[AutoAugment] = None,
+        repeated_augmentations: int = 1,
     ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
@@ -83,6 +97,9 @@ class ImageFileSource:
         self.mean = tuple(float(m) for m in (mean * 3 if len(mean) == 1 else mean))
         self.std = tuple(float(s) for s in (std * 3 if len(std) == 1 else std))
         self.augment = augment and train
+        if repeated_augmentations < 1:
+            raise ValueError(f"data.repeated_augmentations must be ≥ 1, got {repeated_augmentations}")
+        self.repeated_augmentations = repeated_augmentations if self.augment else 1
         self.auto_augment = auto_augment if self.augment else None  # the policy (data/auto_augment.py), training only
         self.flip = flip
         self.drop_last = drop_last and train
@@ -142,6 +159,8 @@ class ImageFileSource:
         g = torch.Generator().manual_seed(_mix_seed(self.seed, epoch))
         order = torch.randperm(n, generator=g)
         length = train_epoch_length(n, self.world_size, self.drop_last)
+        if self.repeated_augmentations > 1:
+            return repeated_augmentation_order(order, self.repeated_augmentations, self.world_size, length)
         return torch.cat([order, order[: length - n]]) if length > n else order[:length]
 
     def share_bounds(self, rank: Optional[int] = None) -> Tuple[int, int]:

@@ -72,7 +72,8 @@ def build_image_files(cfg: DataConfig, split: str, kind: str, *, device, seed: i
         resize_size=cfg.resize_size, scale=cfg.scale, ratio=cfg.ratio,
         mean=cfg.mean or IMAGENET_MEAN, std=cfg.std or IMAGENET_STD, augment=cfg.augment, flip=cfg.flip,
         drop_last=cfg.drop_last, channels_last=channels_last, dtype=DTYPES[cfg.dtype], num_workers=cfg.num_workers,
-        prefetch=cfg.prefetch, skipped=skipped, auto_augment=auto_augment)
+        prefetch=cfg.prefetch, skipped=skipped, auto_augment=auto_augment,
+        repeated_augmentations=cfg.repeated_augmentations)
 
 
 @DATASETS.register("image_folder")
