@@ -49,7 +49,7 @@ def erase_boxes(batch_size: int, height: int, width: int, cfg: RandomErasingConf
     aspect = torch.exp(torch.rand(shape, device=device, generator=generator) * (log_hi - log_lo) + log_lo)
     h = torch.round(torch.sqrt(area * aspect)).long()
     w = torch.round(torch.sqrt(area / aspect)).long()
-    fits = (h < height) & (w < width) & (h > 0) & (w > 0)
+    fits = (h < height) & (w < width)  # as torchvision: a zero-sized draw fits (and erases nothing)
     first = torch.argmax(fits.to(torch.uint8), dim=1, keepdim=True)  # first fitting attempt (0 when none)
     h, w = h.gather(1, first).squeeze(1), w.gather(1, first).squeeze(1)
     erased = fits.any(dim=1) & (torch.rand(batch_size, device=device, generator=generator) < cfg.prob)

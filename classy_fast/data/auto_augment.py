@@ -3,8 +3,9 @@
     --set data.auto_augment=trivial_augment                     # TrivialAugmentWide (Müller & Hutter 2021)
     --set data.auto_augment=rand_augment --set data.auto_augment_ops=2 --set data.auto_augment_magnitude=9
 
-The policy runs on the uint8 crop (after the random-resized crop and flip, before normalization), per
-sample, in the pipeline that decodes: torchvision's ``TrivialAugmentWide`` / ``RandAugment`` on the PIL
+The policy runs on the uint8 crop (after the random-resized crop, before normalization; the flip comes
+before it on torchvision, after it in DALI, which gives the same distribution: the geometric operations
+are mirror-symmetric in law), per sample, in the pipeline that decodes: torchvision's ``TrivialAugmentWide`` / ``RandAugment`` on the PIL
 image in the DataLoader workers (``data.backend=torchvision``), DALI's ``auto_aug`` suites inside the
 pipeline, on the GPU or the CPU (``data.backend=dali``). The two libraries define the operations and
 magnitude ranges alike (31 magnitude bins; TrivialAugment translates by up to 32 pixels); areas left

@@ -63,6 +63,12 @@ def build_image_files(cfg: DataConfig, split: str, kind: str, *, device, seed: i
     train = split == "train"
     skipped = SkippedFiles(cfg.strict, split)
     files = spread_subset(image_list(cfg.root, kind, split, skipped), cfg.limit_train if train else cfg.limit_test)
+    eval_crop = cfg.crop_size if cfg.test_crop_size is None else cfg.test_crop_size
+    if not train and eval_crop > cfg.resize_size:
+        # torchvision would pad the crop with black, nvjpeg stretch a clamped box, DALI refuse: say it here.
+        raise ValueError(f"the evaluation crop ({'data.test_crop_size' if cfg.test_crop_size else 'data.crop_size'}="
+                         f"{eval_crop}) is larger than data.resize_size={cfg.resize_size}, the shorter side it is "
+                         f"cut from; set data.resize_size ≥ the crop (e.g. 232 for a 224 crop)")
     auto_augment = from_config(cfg) if train else None
     backend = choose_backend(cfg.backend, device, auto_augment)
     log.info("data: %s %s split: %d files, %d classes, backend %s", kind, split, len(files), files.num_classes, backend)

@@ -215,11 +215,21 @@ class FusedOptimizer(torch.optim.Optimizer):
         """The param's state, creating what is missing (first step, a partial state_dict, a buffer the
         user reset with ``state[k] = None`` / ``del state[k]``, or one a hyper-parameter change now needs)."""
         state = self.state[p]
-        missing = [key for key in self._buffer_keys(group) if state.get(key) is None]
-        if self._uses_step and (state.get("step") is None or missing):
-            # A param whose buffers (re)start from zero restarts its step count too, as in torch: SGD
-            # then takes the first-step rule (momentum buffer = gradient), Adam's bias correction restarts.
+        keys = self._buffer_keys(group)
+        missing = [key for key in keys if state.get(key) is None]
+        if missing:
+            # A param missing a buffer starts afresh: all its buffers from zero (Adam's second moment
+            # must not outlive a reset first moment: the restarted bias correction would shrink the
+            # updates for thousands of steps) and its step count from 0, so SGD takes torch's first-step
+            # rule (momentum buffer = gradient) and Adam's bias correction restarts with its moments.
+            missing = list(keys)
+        step = state.get("step")
+        if self._uses_step and (step is None or missing):
             state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
+        elif self._uses_step and (step.device != p.device or step.dtype != torch.float32):
+            # ZeroRedundancyOptimizer.load_state_dict moves 0-dim state (the step) to the CPU; the kernels
+            # read it on the params' device (a one-off copy when the plan is rebuilt, not per step).
+            state["step"] = step.to(device=p.device, dtype=torch.float32).reshape(())
         for key in missing:
             state[key] = torch.zeros_like(p, dtype=self._state_dtype(p), memory_format=torch.preserve_format)
         if self._uses_master(p) and state.get("master_param") is None:

@@ -258,3 +258,11 @@ def test_garbage_is_collected_in_the_parent_before_workers_fork(image_folder, tm
         assert log.exists() and log.read_text().split() == [str(os.getpid())]
     finally:
         gc.enable()
+
+
+def test_evaluation_crop_larger_than_the_resize_is_refused(image_folder):
+    with pytest.raises(ValueError, match=r"data.test_crop_size=32\) is larger than data.resize_size=28"):
+        build(image_folder, "torchvision", "test", test_crop_size=32)
+    with pytest.raises(ValueError, match=r"data.crop_size=30\) is larger than data.resize_size=28"):
+        build(image_folder, "torchvision", "test", crop_size=30)
+    build(image_folder, "torchvision", "train", crop_size=30)  # the training crop is cut from the image itself

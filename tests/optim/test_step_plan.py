@@ -276,3 +276,59 @@ def test_load_state_dict_hooks_run_as_in_torch(impl):
     opt.load_state_dict(saved)
     assert torch.count_nonzero(opt.state[params[0]]["momentum_buffer"]) == 0  # the pre-hook's dict was loaded
     assert "momentum_buffer" in seen["keys"]  # the post-hook saw the restored state
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_a_reset_moment_restarts_all_of_adams_state(impl):
+    """exp_avg reset alone would leave a warm exp_avg_sq under a restarted bias correction."""
+    params = _params()
+    opt = FusedAdamW(params, lr=0.1, betas=(0.9, 0.99), impl=impl)
+    for step in range(3):
+        _set_grads(params, step)
+        opt.step()
+    opt.state[params[0]]["exp_avg"] = None
+    _set_grads(params, 3)
+    opt.step()
+    state = opt.state[params[0]]
+    assert float(state["step"]) == 1.0
+    torch.testing.assert_close(state["exp_avg_sq"], 0.01 * params[0].grad ** 2)  # (1 - beta2) g²: fresh
+    assert float(opt.state[params[1]]["step"]) == 4.0  # the other params go on
+
+
+def _zero_style_reload(opt):
+    """What ZeroRedundancyOptimizer.load_state_dict does to the local optimizer: new state dicts, 0-dim
+    tensors (the step) moved to the CPU."""
+    for p in list(opt.state):
+        opt.state[p] = {k: (v.cpu() if torch.is_tensor(v) and v.dim() == 0 else v.clone())
+                        for k, v in opt.state[p].items()}
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_step_counts_moved_off_the_device_are_taken_back(impl):
+    params = _params()
+    opt = FusedAdamW(params, lr=0.1, impl=impl)
+    _set_grads(params, 0)
+    opt.step()
+    for p in params:  # new state dicts with a float64 step count (the CPU-step case runs on CUDA below)
+        opt.state[p] = {**opt.state[p], "step": opt.state[p]["step"].double()}
+    _set_grads(params, 1)
+    opt.step()
+    assert all(opt.state[p]["step"].dtype == torch.float32 and float(opt.state[p]["step"]) == 2.0 for p in params)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_zero_style_reload_on_cuda_continues_like_an_uninterrupted_run():
+    ours = [p.detach().cuda().requires_grad_() for p in _params()]
+    twin = [p.detach().clone().requires_grad_() for p in ours]
+    opt, ref = FusedAdamW(ours, lr=0.1), FusedAdamW(twin, lr=0.1)
+    for step in range(4):
+        for params, o in ((ours, opt), (twin, ref)):
+            _set_grads(params, step)
+            for p in params:
+                p.grad = p.grad.cuda()
+            o.step()
+        if step == 1:
+            _zero_style_reload(opt)
+    for a, b in zip(ours, twin):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
