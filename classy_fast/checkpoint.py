@@ -23,19 +23,27 @@ class CheckpointError(RuntimeError):
 
 
 def save_atomic(state: Dict[str, Any], path: str) -> None:
-    """torch.save ``state`` to ``path`` via a temp file + fsync + rename (never a half-written ``path``)."""
+    """torch.save ``state`` to ``path`` via a temp file + fsync + rename (never a half-written ``path``).
+    A failed write (full disk, no permission, a file where the directory should be) is a CheckpointError
+    naming the path; the previous file at ``path`` stays intact."""
     directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=directory)
+    tmp = None
     try:
+        os.makedirs(directory, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=directory)
+        os.fchmod(fd, 0o644)  # mkstemp's 0600 would make last.pt unlike the other outputs
         with os.fdopen(fd, "wb") as f:
             torch.save(state, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+    except BaseException as e:
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(e, (OSError, RuntimeError)) and not isinstance(e, CheckpointError):
+            # torch reports a full disk as a RuntimeError from its zip writer ("unexpected pos ...").
+            raise CheckpointError(f"cannot write checkpoint {path}: {type(e).__name__}: "
+                                  f"{(str(e).splitlines() or [''])[0][:200]}") from None
         raise
     try:  # make the rename itself durable
         dir_fd = os.open(directory, os.O_RDONLY)
@@ -54,9 +62,13 @@ def load_checkpoint(path: str, map_location: Any = "cpu") -> Dict[str, Any]:
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # torch raises several types for corrupt zip/pickle data
-        raise CheckpointError(f"{path}: not a readable checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        first_line = (str(e).splitlines() or ["empty or truncated file"])[0][:200]  # EOFError has no message
+        raise CheckpointError(f"{path}: not a readable checkpoint ({type(e).__name__}: {first_line})") from None
+    if not isinstance(state, dict) or not str(state.get("format", "")).startswith("classy_fast.checkpoint"):
         raise CheckpointError(f"{path}: not a classy_fast checkpoint (no '{CHECKPOINT_FORMAT}' marker)")
+    if state["format"] != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path}: a checkpoint of format '{state['format']}', this classy_fast reads "
+                              f"'{CHECKPOINT_FORMAT}'")
     return state
 
 

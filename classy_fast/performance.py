@@ -28,24 +28,18 @@ COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-
 
 
 def set_tf32(enabled: bool) -> None:
-    """Allow TF32 in float32 matmuls and convolutions (process-wide, as torch's flags are)."""
-    precision = "tf32" if enabled else "ieee"
-    matmul = torch.backends.cuda.matmul
-    if hasattr(matmul, "fp32_precision"):
-        # torch ≥ 2.9: the fp32_precision API; mixing it with the legacy allow_tf32 flags is an error,
-        # so every reader and writer in the process goes through these two functions.
-        matmul.fp32_precision = precision
-        torch.backends.cudnn.conv.fp32_precision = precision
-    else:
-        matmul.allow_tf32 = enabled
-        torch.backends.cudnn.allow_tf32 = enabled
+    """Allow TF32 in float32 matmuls and convolutions (process-wide, as torch's flags are).
+
+    Through the long-standing setters (``set_float32_matmul_precision``, ``cudnn.allow_tf32``): after
+    them torch ≥ 2.9 answers both its legacy readers (``get_float32_matmul_precision``,
+    ``matmul.allow_tf32``, which libraries still read) and its ``fp32_precision`` ones, where setting
+    ``fp32_precision`` would make every later legacy read raise "mix of the legacy and new APIs"."""
+    torch.set_float32_matmul_precision("high" if enabled else "highest")
+    torch.backends.cudnn.allow_tf32 = enabled
 
 
 def tf32_enabled() -> bool:
-    matmul = torch.backends.cuda.matmul
-    if hasattr(matmul, "fp32_precision"):
-        return matmul.fp32_precision == "tf32"
-    return bool(matmul.allow_tf32)
+    return torch.get_float32_matmul_precision() != "highest"
 
 
 def configure_backends(tf32: bool, cudnn_benchmark: bool, deterministic: bool = False) -> None:

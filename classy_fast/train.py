@@ -80,7 +80,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         metrics = task.run()
         primary = distributed.is_primary()
         distributed.shutdown()
-    except (ConfigError, CheckpointError, FileNotFoundError, ValueError, KeyError, ImportError) as e:
+    except (ConfigError, CheckpointError, OSError, ValueError, KeyError, ImportError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         return _error(2, e, msg)
     except NonFiniteLossError as e:
@@ -104,12 +104,22 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"done: test top1={metrics.get('top1', float('nan')):.4f} loss={metrics.get('loss', float('nan')):.4f}")
     else:  # resumed from the checkpoint of a finished (or early-stopped) run: no phase was left
         print("done: nothing left to run (the checkpoint's run had finished); raise --epochs to train on")
-    checkpoints = [] if cfg.test_only or not cfg.hooks.checkpoint.enabled else ["last.pt"] + (
-        ["best.pt"] if os.path.exists(os.path.join(out, "checkpoints", "best.pt")) else [])
-    names = [output_name(cfg, n) for n in ("config.yaml", "metrics.jsonl", "metrics.csv")]
-    print(f"outputs: {', '.join(f'{out}/{n}' for n in names)}"
-          + "".join(f", {out}/checkpoints/{name}" for name in checkpoints))
+    print(f"outputs: {', '.join(_outputs(cfg, out))}")
     return 0
+
+
+def _outputs(cfg, out: str) -> List[str]:
+    """The files this run wrote (those its hooks produce that exist), for the last line of the CLI."""
+    names = [output_name(cfg, n) for n in ("config.yaml", "metrics.jsonl", "metrics.csv")]
+    if not cfg.hooks.metrics_files:
+        names = names[:1]
+    if cfg.hooks.predictions.enabled:
+        names.append(cfg.hooks.predictions.path or output_name(cfg, "predictions.csv"))
+    if not cfg.test_only:
+        names += ["export/model.pt2", "export/model.ts"] if cfg.hooks.export.enabled else []
+        names += ["checkpoints/last.pt", "checkpoints/best.pt"] if cfg.hooks.checkpoint.enabled else []
+    paths = [n if os.path.isabs(n) else f"{out}/{n}" for n in names]
+    return [p for p in paths if os.path.exists(p)]
 
 
 def restore(task, state, path: str, weights_only: bool) -> None:
@@ -117,6 +127,9 @@ def restore(task, state, path: str, weights_only: bool) -> None:
     shape / key errors) reported as a CheckpointError naming the file and the model it was trained with."""
     try:
         task.load_state_dict(state, weights_only=weights_only)
+    except KeyError as e:  # an entry this version of classy_fast expects is missing
+        raise CheckpointError(f"{path}: has no entry {e} that this classy_fast's checkpoints hold; it was written "
+                              f"by another version (format '{state.get('format')}')") from None
     except RuntimeError as e:
         if isinstance(e, CheckpointError):  # already says what is wrong (e.g. other meters mid-epoch); name the file
             raise (e if path in str(e) else CheckpointError(f"{path}: {e}")) from None

@@ -66,7 +66,7 @@ def build_hooks(cfg: TrainConfig) -> List[ClassyHook]:
     if h.profiler.enabled:
         hooks.append(ProfilerHook(cfg.output_dir, h.profiler))
     if h.predictions.enabled:
-        hooks.append(PredictionsHook(cfg.output_dir, h.predictions.path))
+        hooks.append(PredictionsHook(cfg.output_dir, h.predictions.path, prefix=output_name(cfg, "")))
     if h.export.enabled:
         hooks.append(ExportHook(cfg.output_dir, h.export.format, h.export.use_ema))
     c = h.checkpoint

@@ -66,7 +66,9 @@ class CheckpointHook(ClassyHook):
                 os.unlink(old)
 
     def on_step(self, task) -> None:
-        if self.every_n_steps and task.in_train_phase and task.step_in_phase % self.every_n_steps == 0:
+        # Not at the phase's last step: the phase end saves right after (the same point, one phase on).
+        if (self.every_n_steps and task.in_train_phase and task.step_in_phase % self.every_n_steps == 0
+                and task.step_in_phase < task.phase_length):
             self.save(task)
 
     def on_start(self, task) -> None:

@@ -45,8 +45,9 @@ def predict(model: torch.nn.Module, data, precision) -> tuple:
 class PredictionsHook(ClassyHook):
     name = "predictions"
 
-    def __init__(self, output_dir: str, path: Optional[str] = None):
-        self.path = path or os.path.join(output_dir, "predictions.csv")
+    def __init__(self, output_dir: str, path: Optional[str] = None, prefix: str = ""):
+        # prefix 'eval_' for an evaluation-only run: it may share the training run's directory.
+        self.path = path or os.path.join(output_dir, f"{prefix}predictions.csv")
 
     def on_phase_end(self, task) -> None:
         # The last test phase: the plan's last, or the one after which early stopping ended the run.

@@ -42,11 +42,23 @@ def adapt_input_channels(model: nn.Module, in_channels: int) -> nn.Module:
     raise ValueError(f"{type(model).__name__}: no Conv2d found to adapt to {in_channels} input channels")
 
 
+# Models whose training-mode forward returns auxiliary classifier outputs (a namedtuple) by default; the
+# task's loss and meters take one logits tensor, so they are built without them unless model.kwargs asks.
+AUX_LOGIT_MODELS = ("googlenet", "inception_v3")
+
+
 def _torchvision_builder(name: str):
     def build(cfg: ModelConfig, num_classes: int, in_channels: int) -> nn.Module:
         import torchvision
 
-        model = torchvision.models.get_model(name, weights=None, num_classes=num_classes, **cfg.kwargs)
+        kwargs = dict(cfg.kwargs)
+        if name in AUX_LOGIT_MODELS:
+            if kwargs.get("aux_logits"):
+                raise ConfigError(f"model {name!r} with aux_logits: the trainer's loss takes one logits tensor; "
+                                  "leave model.kwargs.aux_logits unset (false)")
+            kwargs["aux_logits"] = False
+            kwargs.setdefault("init_weights", True)  # torchvision warns when it is left unset
+        model = torchvision.models.get_model(name, weights=None, num_classes=num_classes, **kwargs)
         return adapt_input_channels(model, in_channels) if in_channels != 3 else model
 
     return build

@@ -30,7 +30,7 @@ def test_crash_during_write_leaves_previous_file_intact(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(ckpt.torch, "save", dying_save)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(CheckpointError, match=r"cannot write checkpoint .*last.pt: OSError: disk full"):
         save_atomic(good_state(5.0), path)
     assert open(path, "rb").read() == before
     assert os.listdir(tmp_path) == ["last.pt"]  # no temp file left behind
@@ -77,3 +77,20 @@ def test_resume_auto(tmp_path):
     assert ckpt.find_resume_checkpoint("auto", str(tmp_path)).endswith("last.pt")
     with pytest.raises(CheckpointError, match="nothere.pt"):
         ckpt.find_resume_checkpoint(str(tmp_path / "nothere.pt"), str(tmp_path))
+
+
+def test_unreadable_versions_and_unwritable_places_are_named(tmp_path):
+    empty = tmp_path / "empty.pt"
+    empty.write_bytes(b"")
+    with pytest.raises(CheckpointError, match="empty.pt: not a readable checkpoint"):
+        load_checkpoint(str(empty))
+    other = str(tmp_path / "v2.pt")
+    torch.save({"format": "classy_fast.checkpoint.v2"}, other)
+    with pytest.raises(CheckpointError, match=f"format 'classy_fast.checkpoint.v2', this classy_fast reads '{CHECKPOINT_FORMAT}'"):
+        load_checkpoint(other)
+    (tmp_path / "checkpoints").write_text("a file where the directory should be")
+    with pytest.raises(CheckpointError, match="cannot write checkpoint"):
+        save_atomic(good_state(1.0), str(tmp_path / "checkpoints" / "last.pt"))
+    path = str(tmp_path / "mode.pt")
+    save_atomic(good_state(1.0), path)
+    assert os.stat(path).st_mode & 0o777 == 0o644  # like every other output, not mkstemp's 0600

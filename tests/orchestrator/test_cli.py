@@ -89,3 +89,23 @@ def test_cli_mismatched_checkpoint_and_bad_options_are_clear_errors(tmp_path):
     for args, message in cases:
         r = run_cli("--config", str(cfg_path), "--output-dir", str(tmp_path / "bad"), *args, cwd=tmp_path)
         assert r.returncode == 2 and "Traceback" not in r.stderr and message in r.stderr, (args, r.stderr[-1500:])
+
+
+def test_cli_names_an_unwritable_output_and_a_checkpoint_of_another_version(tmp_path):
+    cfg_path = tmp_path / "tiny.yaml"
+    cfg_path.write_text(yaml.safe_dump(tiny_config_dict(tmp_path / "ignored", epochs=1)))
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the output directory should be")
+    r = run_cli("--config", str(cfg_path), "--output-dir", str(blocked / "run"), cwd=tmp_path)
+    assert r.returncode == 2 and "error:" in r.stderr and str(blocked) in r.stderr and "Traceback" not in r.stderr
+
+    import torch
+
+    out = tmp_path / "out"
+    assert run_cli("--config", str(cfg_path), "--output-dir", str(out), cwd=tmp_path).returncode == 0
+    last = out / "checkpoints" / "last.pt"
+    state = torch.load(last, weights_only=True)
+    del state["lr_controller"]  # as if written by a version without it
+    torch.save(state, last)
+    r = run_cli("--config", str(cfg_path), "--output-dir", str(out), "--epochs", "2", "--resume", "auto", cwd=tmp_path)
+    assert r.returncode == 2 and "has no entry 'lr_controller'" in r.stderr and str(last) in r.stderr

@@ -47,3 +47,19 @@ def test_default_run_leaves_determinism_alone(tmp_path, restore_switches):
     torch.use_deterministic_algorithms(True, warn_only=True)  # the user's own choice
     ClassificationTask(config_from_dict(tiny_config_dict(tmp_path / "c", cudnn_benchmark=False), "test"))
     assert torch.are_deterministic_algorithms_enabled() and not torch.backends.cudnn.benchmark
+
+
+def test_tf32_switch_leaves_torchs_legacy_and_new_readers_working():
+    """Libraries still read the legacy flags; after fp32_precision writes torch ≥ 2.9 would make them raise."""
+    from classy_fast.performance import set_tf32, tf32_enabled
+
+    old = tf32_enabled()
+    try:
+        for enabled in (True, False):
+            set_tf32(enabled)
+            assert tf32_enabled() is enabled
+            assert torch.backends.cuda.matmul.allow_tf32 is enabled
+            assert torch.get_float32_matmul_precision() == ("high" if enabled else "highest")
+            assert torch.backends.cuda.matmul.fp32_precision == ("tf32" if enabled else "ieee")
+    finally:
+        set_tf32(old)

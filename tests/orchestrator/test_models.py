@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from classy_fast.config import ModelConfig
+from classy_fast.config import ConfigError, ModelConfig
 from classy_fast.models import build_model
 from classy_fast.registry import MODELS
 
@@ -38,3 +38,12 @@ def test_grayscale_adaptation_matches_rgb_copy():
 def test_unknown_model_lists_choices():
     with pytest.raises(KeyError, match="unknown model 'resnet5000'.*small_resnet"):
         MODELS.get("resnet5000")
+
+
+@pytest.mark.parametrize("name,side", [("googlenet", 64), ("inception_v3", 75)])
+def test_models_with_auxiliary_classifiers_train_with_one_logits_tensor(name, side):
+    model = build_model(ModelConfig(name=name), 10, 1).train()
+    out = model(torch.randn(2, 1, side, side))
+    assert isinstance(out, torch.Tensor) and out.shape == (2, 10)
+    with pytest.raises(ConfigError, match="aux_logits"):
+        build_model(ModelConfig(name=name, kwargs={"aux_logits": True}), 10, 3)

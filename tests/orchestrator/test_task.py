@@ -278,3 +278,23 @@ def test_cli_resume_mid_epoch_with_other_meters_names_the_file_and_meters(tmp_pa
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith(f"error: {tmp_path / 'b' / 'checkpoints' / 'last.pt'}: the checkpoint was written inside an "
                           f"epoch with meters [accuracy(topk=[1, 5])], this run has [recall_at_k(topk=[2])]"), err
+
+
+def _metrics_rows(out):
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    return [(json.loads(line)["phase_type"], json.loads(line)["epoch"]) for line in lines]
+
+
+def test_resumed_run_writes_each_phase_record_once(tmp_path):
+    # The checkpoint comes from the end of train epoch 1; the test phase after it was recorded before the
+    # process died in epoch 2, so the resumed run re-runs (and re-records) it.
+    d = tiny_config_dict(tmp_path / "r")
+    with pytest.raises(Interrupt):
+        make_task(d, [InterruptAt(step=9)]).run()
+    assert _metrics_rows(tmp_path / "r") == [("train", 0), ("test", 0)]
+    make_task(d).run()
+    assert _metrics_rows(tmp_path / "r") == [("train", 0), ("test", 0), ("train", 1), ("test", 1)]
+    assert len((tmp_path / "r" / "metrics.csv").read_text().splitlines()) == 1 + 4
+    # A fresh run in the same directory replaces the files instead of appending to them.
+    make_task(d, resume=False).run()
+    assert _metrics_rows(tmp_path / "r") == [("train", 0), ("test", 0), ("train", 1), ("test", 1)]

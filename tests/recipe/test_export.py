@@ -52,3 +52,19 @@ def test_eval_only_run_writes_predictions_of_the_checkpoint(tmp_path):
     rows = list(csv.reader(open(tmp_path / "p" / "preds.csv")))
     assert rows[0] == ["id", "predicted", "target"] and len(rows) == 41
     assert sum(r[1] == r[2] for r in rows[1:]) / 40 == pytest.approx(result["top1"])
+
+
+def test_eval_only_predictions_do_not_replace_the_training_runs(tmp_path):
+    torch.set_num_threads(1)
+    d = tiny_config_dict(tmp_path / "t", epochs=1)
+    d["hooks"] = {**d["hooks"], "predictions": {"enabled": True}}
+    cfg = config_from_dict(d, "test")
+    ClassificationTask(cfg, hooks=build_hooks(cfg)).run()
+    trained_rows = (tmp_path / "t" / "predictions.csv").read_text()
+    cfg = config_from_dict({**d, "test_only": True}, "test")  # same output directory
+    evaluator = ClassificationTask(cfg, hooks=build_hooks(cfg))
+    evaluator.load_state_dict(torch.load(tmp_path / "t" / "checkpoints" / "last.pt", weights_only=True),
+                              weights_only=True)
+    evaluator.run()
+    assert (tmp_path / "t" / "predictions.csv").read_text() == trained_rows
+    assert (tmp_path / "t" / "eval_predictions.csv").exists()
