@@ -9,7 +9,8 @@ Install (never in an isolated build: that pulls a different torch and the ABI wo
 
 Environment:
     CLASSY_FAST_CUDA=0|1    force a CPU-only or a CUDA build (default: CUDA when torch is a
-                            CUDA build and nvcc is found)
+                            CUDA build and $CUDA_HOME/bin/nvcc exists; torch takes CUDA_HOME
+                            from the environment, else from the nvcc on PATH)
     TORCH_CUDA_ARCH_LIST    archs to compile for; defaults to "8.0;9.0" when no GPU is visible
                             (torch would otherwise produce an empty list on a GPU-less builder)
     MAX_JOBS                parallel compile jobs (ninja)
@@ -32,21 +33,42 @@ def _log(msg: str) -> None:
     print(f"[classy_fast setup] {msg}", file=sys.stderr)
 
 
+def _nvcc(cuda_home) -> str | None:
+    """``$CUDA_HOME/bin/nvcc`` when it exists and is executable, else None. torch takes a set
+    CUDA_HOME as is, so a CUDA_HOME without nvcc must not turn a CPU-only machine's build into
+    a failing CUDA one."""
+    if not cuda_home:
+        return None
+    for name in ("nvcc", "nvcc.exe"):
+        path = os.path.join(cuda_home, "bin", name)
+        if os.path.isfile(path) and os.access(path, os.X_OK):
+            return path
+    return None
+
+
 def _want_cuda(torch_mod, cuda_home) -> bool:
     forced = os.environ.get("CLASSY_FAST_CUDA")
-    possible = torch_mod.version.cuda is not None and cuda_home is not None
     if forced is not None and forced not in ("0", "1"):
         raise SystemExit(f"CLASSY_FAST_CUDA must be 0 or 1, got {forced!r}")
     if forced == "0":
         return False
+    nvcc = _nvcc(cuda_home)
+    possible = torch_mod.version.cuda is not None and nvcc is not None
     if forced == "1":
         if not possible:
+            if torch_mod.version.cuda is None:
+                why = f"torch {getattr(torch_mod, '__version__', '?')} is not a CUDA build (torch.version.cuda is None)"
+            elif cuda_home is None:
+                why = "no CUDA toolkit was found (CUDA_HOME is unset and nvcc is not on PATH)"
+            else:
+                why = f"CUDA_HOME={cuda_home!r} has no executable bin/nvcc"
             raise SystemExit(
-                "CLASSY_FAST_CUDA=1 but a CUDA build is impossible: "
-                f"torch.version.cuda={torch_mod.version.cuda!r}, CUDA_HOME={cuda_home!r} "
-                "(install a CUDA build of torch and set CUDA_HOME to the toolkit holding nvcc)"
+                f"CLASSY_FAST_CUDA=1 but a CUDA build is impossible: {why} "
+                "(install a CUDA build of torch and set CUDA_HOME to the toolkit holding bin/nvcc)"
             )
         return True
+    if torch_mod.version.cuda is not None and cuda_home is not None and nvcc is None:
+        _log(f"CUDA_HOME={cuda_home!r} has no bin/nvcc: building CPU-only")
     return possible
 
 

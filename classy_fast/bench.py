@@ -129,18 +129,88 @@ def classy_task(args, device: torch.device, num_classes: int, cuda_graphs: bool,
     return task
 
 
+def resolve_device(args) -> torch.device:
+    """``--device``: 'auto' is CUDA when a GPU is visible, else CPU."""
+    return torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def select_modes(args, device: torch.device) -> List[str]:
+    """The modes to time: ``--modes`` when given, else every mode the device and ``--compile`` allow."""
+    requested = [m for m in (args.modes or "").split(",") if m]
+    if requested:
+        return requested
+    cuda = device.type == "cuda"
+    return (["baseline", "eager"] + (["graphs"] if cuda else []) + (["compile"] if args.compile else [])
+            + (["compile_graphs"] if args.compile and cuda else []))
+
+
+def _int_at_least(minimum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+def _check_json_path(path: str) -> Optional[str]:
+    """Why ``--json PATH`` cannot be written, or None: checked before any timing, so a bad path
+    does not cost a run (the record is written after every mode)."""
+    target = os.path.abspath(path)
+    folder = os.path.dirname(target)
+    if os.path.isdir(target):
+        return f"{path} is a directory"
+    if not os.path.isdir(folder):
+        return f"directory {folder} does not exist"
+    tmp = f"{target}.tmp"
+    try:
+        with open(tmp, "w"):
+            pass
+        os.remove(tmp)
+    except OSError as exc:
+        return f"cannot write in {folder}: {exc.strerror or exc}"
+    return None
+
+
+def validate(p: argparse.ArgumentParser, args) -> None:
+    """Refuse, argparse-style (exit 2), what would fail or mislabel a figure, before anything is timed."""
+    unknown = [m for m in args.modes.split(",") if m and m not in MODES]
+    if unknown:
+        p.error(f"--modes: unknown mode(s) {', '.join(unknown)}; choose from {', '.join(MODES)}")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        p.error("--device cuda: no CUDA device is visible")
+    device = resolve_device(args)
+    modes = select_modes(args, device)
+    if device.type != "cuda":
+        graphed = [m for m in modes if m in ("graphs", "compile_graphs")]
+        if graphed:
+            p.error(f"--modes {','.join(graphed)}: whole-step CUDA graphs need a CUDA device, and the device is "
+                    f"{device.type} (the step would run eagerly under that label); leave them out on CPU")
+    if any(m != "baseline" for m in modes):  # the task's precision rules (fp16 needs CUDA)
+        from .amp import resolve_amp
+
+        try:
+            resolve_amp(args.amp, device)
+        except ValueError as exc:
+            p.error(f"--amp {args.amp} on {device.type}: {exc}")
+    if args.json:
+        problem = _check_json_path(args.json)
+        if problem:
+            p.error(f"--json {args.json}: {problem}")
+
+
 def run(args, on_mode: Optional[Callable[[Dict], None]] = None) -> Dict:
     """Time every mode; ``on_mode(record)`` is called after each one with the record so far, so a
     run stopped later (a timeout, a crash in a later mode) keeps what it measured. A mode that
     raises is recorded with its error and the others still run."""
-    device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = resolve_device(args)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    cuda = device.type == "cuda"
-    modes = (["baseline", "eager"] + (["graphs"] if cuda else []) + (["compile"] if args.compile else [])
-             + (["compile_graphs"] if args.compile and cuda else []))
-    if args.modes:
-        modes = [m for m in args.modes.split(",") if m]
+    modes = select_modes(args, device)
     batches = make_batches(args.distinct_batches, args.batch_size, 3, args.image_size, args.num_classes, device)
     if args.channels_last:  # as a channels_last data pipeline would deliver them, for every mode alike
         batches = [(x.contiguous(memory_format=torch.channels_last), y) for x, y in batches]
@@ -198,25 +268,23 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     p = argparse.ArgumentParser(prog="python -m classy_fast.bench", description=__doc__.splitlines()[0])
     p.add_argument("--model", default="resnet50")
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--image-size", type=int, default=224)
-    p.add_argument("--num-classes", type=int, default=1000)
+    positive, non_negative = _int_at_least(1), _int_at_least(0)
+    p.add_argument("--batch-size", type=positive, default=256)
+    p.add_argument("--image-size", type=positive, default=224)
+    p.add_argument("--num-classes", type=positive, default=1000)
     p.add_argument("--amp", choices=["bf16", "fp16", "none"], default="bf16")
     p.add_argument("--channels-last", action="store_true")
-    p.add_argument("--steps", type=int, default=20, help="steps per timed window")
-    p.add_argument("--windows", type=int, default=5, help="timed windows (the median is reported)")
-    p.add_argument("--warmup", type=int, default=15, help="untimed steps first (graph capture happens here)")
-    p.add_argument("--distinct-batches", type=int, default=4)
-    p.add_argument("--device", default="auto")
+    p.add_argument("--steps", type=positive, default=20, help="steps per timed window")
+    p.add_argument("--windows", type=positive, default=5, help="timed windows (the median is reported)")
+    p.add_argument("--warmup", type=non_negative, default=15, help="untimed steps first (graph capture happens here)")
+    p.add_argument("--distinct-batches", type=positive, default=4)
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                   help="auto: cuda when a GPU is visible, else cpu")
     p.add_argument("--compile", action="store_true", help="also time the task step with torch.compile")
     p.add_argument("--modes", default="", help="comma list to run a subset: baseline,eager,graphs,compile,compile_graphs")
     p.add_argument("--json", help="write the record to this file")
     args = p.parse_args(argv)
-    unknown = [m for m in args.modes.split(",") if m and m not in MODES]
-    if unknown:
-        p.error(f"--modes: unknown mode(s) {', '.join(unknown)}; choose from {', '.join(MODES)}")
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        p.error("--device cuda: no CUDA device is visible")
+    validate(p, args)
 
     def on_mode(record: Dict) -> None:  # print and save each mode as it finishes
         if len(record["results"]) == 1:

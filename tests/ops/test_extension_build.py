@@ -216,3 +216,74 @@ def test_cuda_input_without_cuda_kernels(monkeypatch):
     with pytest.raises(RuntimeError, match="built without CUDA kernels.*CLASSY_FAST_CUDA=1"):
         ext.use_fused("fused", fake_cuda, "cross_entropy")
     assert ext.use_fused("auto", torch.zeros(1), "cross_entropy") is True  # CPU still fused
+
+
+# ---- setup.py: the CPU/CUDA build decision (the functions only; nothing is built) ----
+
+
+@pytest.fixture
+def want_cuda(monkeypatch):
+    """setup.py's ``_want_cuda``, loaded without running ``setup()`` (which would build)."""
+    import ast
+
+    tree = ast.parse((ROOT / "setup.py").read_text())
+    wanted = {"_log", "_nvcc", "_want_cuda"}
+    funcs = [node for node in tree.body if isinstance(node, ast.FunctionDef) and node.name in wanted]
+    assert {f.name for f in funcs} == wanted
+    namespace = {"__name__": "setup_under_test"}
+    exec(compile("from __future__ import annotations\nimport os, sys\n", "setup.py", "exec"), namespace)
+    exec(compile(ast.Module(body=funcs, type_ignores=[]), str(ROOT / "setup.py"), "exec"), namespace)
+    monkeypatch.delenv("CLASSY_FAST_CUDA", raising=False)
+    return namespace["_want_cuda"]
+
+
+def _fake_torch(cuda_version="13.0"):
+    return types.SimpleNamespace(version=types.SimpleNamespace(cuda=cuda_version), __version__="2.x")
+
+
+def _toolkit(root: Path, with_nvcc: bool) -> Path:
+    (root / "bin").mkdir(parents=True)
+    if with_nvcc:
+        nvcc = root / "bin" / "nvcc"
+        nvcc.write_text("#!/bin/sh\n")
+        nvcc.chmod(0o755)
+    return root
+
+
+def test_setup_builds_cuda_only_where_cuda_home_holds_nvcc(want_cuda, tmp_path, capsys):
+    with_nvcc = str(_toolkit(tmp_path / "cuda", with_nvcc=True))
+    without_nvcc = str(_toolkit(tmp_path / "empty", with_nvcc=False))
+    assert want_cuda(_fake_torch(), with_nvcc) is True
+    assert want_cuda(_fake_torch(None), with_nvcc) is False  # a CPU build of torch
+    assert want_cuda(_fake_torch(), None) is False
+    # A CUDA_HOME that is set but holds no nvcc (or does not exist): CPU-only, saying why.
+    assert want_cuda(_fake_torch(), without_nvcc) is False
+    assert "has no bin/nvcc" in capsys.readouterr().err
+    assert want_cuda(_fake_torch(), str(tmp_path / "missing")) is False
+
+
+def test_setup_cuda_env_forcing(want_cuda, tmp_path, monkeypatch):
+    with_nvcc = str(_toolkit(tmp_path / "cuda", with_nvcc=True))
+    without_nvcc = str(_toolkit(tmp_path / "empty", with_nvcc=False))
+    monkeypatch.setenv("CLASSY_FAST_CUDA", "0")
+    assert want_cuda(_fake_torch(), with_nvcc) is False
+    monkeypatch.setenv("CLASSY_FAST_CUDA", "1")
+    assert want_cuda(_fake_torch(), with_nvcc) is True
+    with pytest.raises(SystemExit, match=r"CLASSY_FAST_CUDA=1 .*has no executable bin/nvcc"):
+        want_cuda(_fake_torch(), without_nvcc)
+    with pytest.raises(SystemExit, match=r"CLASSY_FAST_CUDA=1 .*CUDA_HOME is unset"):
+        want_cuda(_fake_torch(), None)
+    with pytest.raises(SystemExit, match=r"CLASSY_FAST_CUDA=1 .*not a CUDA build"):
+        want_cuda(_fake_torch(None), with_nvcc)
+    monkeypatch.setenv("CLASSY_FAST_CUDA", "yes")
+    with pytest.raises(SystemExit, match="must be 0 or 1"):
+        want_cuda(_fake_torch(), with_nvcc)
+
+
+def test_setup_still_builds_cuda_with_this_machines_toolkit(want_cuda):
+    """Where torch finds a toolkit holding nvcc (e.g. /usr/local/cuda), the CUDA kernels are built."""
+    from torch.utils.cpp_extension import CUDA_HOME
+
+    if torch.version.cuda is None or CUDA_HOME is None or not os.path.isfile(os.path.join(CUDA_HOME, "bin", "nvcc")):
+        pytest.skip("no CUDA build of torch with a toolkit holding nvcc here")
+    assert want_cuda(torch, CUDA_HOME) is True
