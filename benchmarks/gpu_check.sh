@@ -346,8 +346,10 @@ EOF
 # CUDA tests: trajectories vs torch / float64 paper references, GradScaler skip, launch splitting
 # over many, large and misaligned tensors, one launch for ResNet-50's 161 tensors, CUDA-graph
 # replay == eager. Then fused vs torch foreach/fused on ResNet-50's parameter set.
+# bench_optim_host: the eager step's host path (161 tiny tensors), which bounds the eager figures.
 optim_bench() {
-  "$PY" benchmarks/bench_optim.py --device cuda
+  "$PY" benchmarks/bench_optim.py --device cuda || return 1
+  "$PY" benchmarks/bench_optim_host.py --device cuda --repeats 5 --steps 200
 }
 # Not the launch-splitting test under memcheck: its 85 M-element tensor (needed to span two
 # launches) did not finish in a 183 s slot; its results are checked against the reference anyway.
