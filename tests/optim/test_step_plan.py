@@ -170,6 +170,9 @@ RESETS = {
     "state_dict_replaced": lambda opt, p: opt.state.__setitem__(p, {}),
     "buffer_set_to_none": lambda opt, p: opt.state[p].__setitem__("momentum_buffer", None),
     "buffer_deleted": lambda opt, p: opt.state[p].pop("momentum_buffer"),
+    # The plan compares the state's keys and dicts by identity and order, without hashing params.
+    "state_removed": lambda opt, p: opt.state.pop(p),
+    "state_removed_and_another_added": lambda opt, p: (opt.state.pop(p), opt.state.__setitem__("other", {})),
 }
 
 
@@ -332,3 +335,23 @@ def test_zero_style_reload_on_cuda_continues_like_an_uninterrupted_run():
             _zero_style_reload(opt)
     for a, b in zip(ours, twin):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_grads_in_another_layout_than_the_plan_saw_are_relaid_out(impl):
+    """The plan remembers each param's strides; a grad that comes in another layout (channels_last
+    param, contiguous grad through an autocast cast) on a later step is copied into the param's."""
+    def conv():
+        torch.manual_seed(0)
+        return torch.nn.Parameter(torch.randn(4, 3, 2, 2).contiguous(memory_format=torch.channels_last))
+    ours, theirs = conv(), conv()
+    opt = FusedSGD([ours], lr=0.1, momentum=0.9, impl=impl)
+    ref = torch.optim.SGD([theirs], lr=0.1, momentum=0.9)
+    for step in range(3):
+        g = torch.Generator().manual_seed(step)
+        grad = torch.randn(4, 3, 2, 2, generator=g)
+        ours.grad = grad if step == 1 else grad.contiguous(memory_format=torch.channels_last)
+        theirs.grad = grad.clone()
+        opt.step()
+        ref.step()
+        torch.testing.assert_close(ours.detach(), theirs.detach())
