@@ -105,7 +105,9 @@ class AccuracyMeter(Meter):
     def update(self, logits: torch.Tensor, target: torch.Tensor) -> None:
         labels = target if target.ndim == 1 else target.argmax(dim=1)
         hits = _topk_hits(logits, labels, self._kmax)
-        cum = hits.cumsum(dim=1).clamp_(max=1).sum(dim=0)  # per rank r: samples hit within the first r+1
+        # One label per row and distinct top-k indices: a row has at most one hit, so the samples hit
+        # within the first r+1 ranks are a running sum over ranks of the hits per rank (4 launches).
+        cum = hits.sum(dim=0).cumsum(dim=0)
         self.state["correct"] += cum.index_select(0, self._rank_index)
         self.state["count"] += labels.numel()
 
@@ -162,18 +164,24 @@ class LossMeter(Meter):
             "count": torch.zeros((), dtype=torch.int64, device=self.device),
             "first_nonfinite_step": torch.full((), self.NONE, dtype=torch.int64, device=self.device),
         }
+        # A constant operand (not state): torch.where with a Python int fills a new device tensor each step.
+        self._none = torch.full((), self.NONE, dtype=torch.int64, device=self.device)
 
     def reset(self) -> None:
         super().reset()
         self.state["first_nonfinite_step"].fill_(self.NONE)
 
     def update_loss(self, loss: torch.Tensor, batch_size: int, step: torch.Tensor) -> None:
-        """``loss``: the batch-mean loss (0-dim); ``step``: a 0-dim int64 device tensor counting training steps (the step a NaN report names)."""
-        loss = loss.detach().to(torch.float64)
-        self.state["sum"] += loss * batch_size
+        """``loss``: the batch-mean loss (0-dim); ``step``: a 0-dim int64 device tensor counting training steps (the step a NaN report names).
+
+        Six small launches per step, ten before (the eager step at small images is launch-bound):
+        the sum is accumulated in float64 by one add; ``loss * 0 == 0`` is the finiteness test
+        (inf * 0 and NaN * 0 are NaN) in two launches where ``torch.isfinite`` takes four."""
+        loss = loss.detach()
+        self.state["sum"].add_(loss, alpha=batch_size)
         self.state["count"] += batch_size
         first = self.state["first_nonfinite_step"]
-        torch.minimum(first, torch.where(torch.isfinite(loss), torch.full_like(first, self.NONE), step), out=first)
+        torch.minimum(first, torch.where(loss.mul(0).eq(0), self._none, step), out=first)
 
     def sync(self) -> None:
         distributed.all_reduce_sum(self.state["sum"])

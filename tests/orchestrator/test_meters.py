@@ -56,6 +56,34 @@ def test_loss_meter_mean_and_first_nonfinite_step():
     assert m.first_nonfinite_step() == -1 and math.isnan(m.value()["loss"])
 
 
+@pytest.mark.parametrize("bad", [float("inf"), float("-inf"), float("nan")])
+def test_loss_meter_names_the_first_step_of_any_nonfinite_kind(bad):
+    m = LossMeter("cpu")
+    step = torch.zeros((), dtype=torch.int64)
+    for value in (0.0, -1e30, bad, 1.0, float("nan")):
+        step += 1
+        m.update_loss(torch.tensor(value), 3, step)
+    assert m.first_nonfinite_step() == 3
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_accuracy_matches_a_per_sample_count_on_random_batches(dtype):
+    g = torch.Generator().manual_seed(0)
+    topk, classes = [1, 3, 5, 12], 10
+    m = AccuracyMeter(topk, classes, "cpu")
+    expected, total = {k: 0 for k in topk}, 0
+    for batch in (1, 7, 64):
+        logits = torch.randn(batch, classes, generator=g).to(dtype)
+        target = torch.randint(0, classes, (batch,), generator=g)
+        m.update(logits, target)
+        order = logits.float().argsort(dim=1, descending=True, stable=True).tolist()
+        for row, label in zip(order, target.tolist()):
+            for k in topk:
+                expected[k] += label in row[:k]
+        total += batch
+    assert m.value() == pytest.approx({f"top{k}": expected[k] / total for k in topk})
+
+
 def test_meter_state_round_trip():
     a = AccuracyMeter([1, 2], 4, "cpu")
     a.update(LOGITS, TARGET)
