@@ -17,6 +17,8 @@ or a test label past it) is a bad sample: skipped and counted, or an error when 
 from __future__ import annotations
 
 import os
+import zipfile
+import zlib
 from typing import Tuple
 
 import numpy as np
@@ -50,12 +52,18 @@ def load_split(path: str, split: str) -> Tuple[np.ndarray, np.ndarray]:
         raise ValueError("data.root must name the .npz file for data.name=arrays")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"arrays file {path} does not exist")
-    with np.load(path) as z:
-        keys = (f"{split}_images", f"{split}_labels")
-        missing = [k for k in keys if k not in z.files]
-        if missing:
-            raise KeyError(f"{path} has no {', '.join(missing)} (it holds: {', '.join(sorted(z.files))})")
-        images, labels = z[keys[0]], z[keys[1]]
+    keys = (f"{split}_images", f"{split}_labels")
+    try:
+        z = np.load(path)
+        if not hasattr(z, "files"):  # an .npy file: one array, no names
+            raise ValueError(f"it holds one {type(z).__name__}, not named arrays")
+        with z:
+            missing = [k for k in keys if k not in z.files]
+            if missing:
+                raise KeyError(f"{path} has no {', '.join(missing)} (it holds: {', '.join(sorted(z.files))})")
+            images, labels = z[keys[0]], z[keys[1]]
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:  # not an .npz, or a damaged one
+        raise ValueError(f"{path}: cannot read it as an .npz of uint8 arrays ({e})") from None
     if labels.ndim != 1 or len(labels) != len(images):
         raise ValueError(f"{path}: {split}_labels must be 1-D with one label per image, got shape {labels.shape} "
                          f"for {len(images)} images")

@@ -175,14 +175,17 @@ class DALIImageData(ImageFileSource):
         if x.dtype != self.dtype:
             x = x.to(self.dtype)
         x = x.to(self.device, non_blocking=True)
-        if self._bad:
-            keep = (y >= 0).nonzero().view(-1)  # labels are host tensors: no device sync
-            if len(keep) < len(y):
-                wanted = len(y)
-                if len(keep) == 0:
-                    return None
+        keep = (y >= 0).nonzero().view(-1) if self._bad else None  # labels are host tensors: no device sync
+        if keep is not None and len(keep) == 0:
+            batch = self.stand_in_batch(len(y))
+            if batch is None:
+                return None
+            x, y = batch
+        else:
+            wanted = len(y)
+            if keep is not None and len(keep) < wanted:
                 x, y = x.index_select(0, keep.to(x.device)), y.index_select(0, keep)
-                x, y = self.fill_batch(x, y, wanted)
+            x, y = self.fill_batch(x, y, wanted)  # also keeps a good sample for a batch of bad files
         if self.use_gpu:
             y = y.pin_memory()  # an asynchronous copy needs pinned host memory
         return x, y.to(self.device, non_blocking=True)

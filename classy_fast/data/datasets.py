@@ -25,6 +25,15 @@ def embedded_fashion_mnist_path() -> str:
     return str(resources.files("classy_fast.data").joinpath("embedded", EMBEDDED_FASHION_MNIST))
 
 
+def checked_limit(cfg: DataConfig, split: str):
+    """``data.limit_train`` or ``data.limit_test`` for ``split``; a negative one is refused, naming the key."""
+    key = "limit_train" if split == "train" else "limit_test"
+    limit = getattr(cfg, key)
+    if limit is not None and limit < 0:
+        raise ValueError(f"data.{key} must be ≥ 0, got {limit} (null or 0: every sample)")
+    return limit
+
+
 def _limit(images: np.ndarray, labels: np.ndarray, limit) -> Tuple[np.ndarray, np.ndarray]:
     return (images[:limit], labels[:limit]) if limit else (images, labels)
 
@@ -40,7 +49,9 @@ def _in_memory(cfg: DataConfig, split: str, images, labels, num_classes, mean, s
     if cfg.repeated_augmentations != 1:
         raise ValueError(f"data.repeated_augmentations={cfg.repeated_augmentations} applies to image files "
                          f"(image_folder, file_list); the in-memory dataset '{cfg.name}' reads each sample once per epoch")
-    images, labels = _limit(images, labels, cfg.limit_train if train else cfg.limit_test)
+    if cfg.crop_padding < 0:
+        raise ValueError(f"data.crop_padding must be ≥ 0, got {cfg.crop_padding} (0: no random crop)")
+    images, labels = _limit(images, labels, checked_limit(cfg, split))
     return InMemoryImageData(
         torch.from_numpy(np.ascontiguousarray(images)),
         torch.from_numpy(np.ascontiguousarray(labels)),

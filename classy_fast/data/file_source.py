@@ -112,6 +112,8 @@ class ImageFileSource:
         self.epoch = 0
         self.start_batch = 0
         self._affine: Optional[Tuple[torch.Tensor, torch.Tensor]] = None
+        # The last good training sample read (image, label), for a batch whose every file is bad.
+        self._last_good: Optional[Tuple[torch.Tensor, torch.Tensor]] = None
 
     # ------------------------------------------------------------------ shape facts
     @property
@@ -199,10 +201,22 @@ class ImageFileSource:
     def fill_batch(self, images: torch.Tensor, labels: torch.Tensor, wanted: int) -> Tuple[torch.Tensor, torch.Tensor]:
         """Training keeps static shapes: rows lost to bad files are refilled with copies of good ones."""
         have = images.shape[0]
-        if not self.train or have == 0 or have >= wanted:
+        if not self.train or have == 0:
+            return images, labels
+        # One row copied per batch, so that a later batch with no good file still has a sample to repeat.
+        self._last_good = (images[-1:].clone(), labels[-1:].clone())
+        if have >= wanted:
             return images, labels
         idx = torch.arange(wanted, device=images.device) % have
         return images.index_select(0, idx), labels.index_select(0, idx)
+
+    def stand_in_batch(self, wanted: int) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
+        """A training batch whose every file was bad: copies of the last good sample read, so every rank
+        keeps the same step count (a rank one step short would hang DDP). None (the batch is skipped)
+        for evaluation, and before this source has read any good training sample."""
+        if not self.train or self._last_good is None:
+            return None
+        return self.fill_batch(*self._last_good, wanted)
 
     def _iterate(self, epoch: int, start_batch: int) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
         raise NotImplementedError

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import zlib
 from typing import Tuple
 
 import numpy as np
@@ -26,7 +27,7 @@ def read_idx(path: str) -> np.ndarray:
     try:
         with opener(path, "rb") as f:
             data = f.read()
-    except (OSError, EOFError) as e:
+    except (OSError, EOFError, zlib.error) as e:  # zlib.error: a corrupt .gz stream
         raise IdxFormatError(f"{path}: cannot read IDX file: {e}") from None
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _DTYPES:
         raise IdxFormatError(f"{path}: not an IDX file (bad magic number {data[:4].hex()})")

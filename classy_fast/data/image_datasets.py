@@ -22,6 +22,7 @@ from ..registry import DATASETS
 from .auto_augment import AutoAugment, from_config
 from .bad_data import SkippedFiles
 from .dali_pipeline import DALI_HINT, DALIImageData, dali_import_error
+from .datasets import checked_limit
 from .file_source import DTYPES, IMAGENET_MEAN, IMAGENET_STD, ImageFileSource
 from .image_files import ImageList, image_list
 from .nvjpeg_loader import GPUJpegImageData
@@ -62,7 +63,8 @@ def build_image_files(cfg: DataConfig, split: str, kind: str, *, device, seed: i
                       channels_last: bool) -> ImageFileSource:
     train = split == "train"
     skipped = SkippedFiles(cfg.strict, split)
-    files = spread_subset(image_list(cfg.root, kind, split, skipped), cfg.limit_train if train else cfg.limit_test)
+    limit = checked_limit(cfg, split)
+    files = spread_subset(image_list(cfg.root, kind, split, skipped), limit)
     eval_crop = cfg.crop_size if cfg.test_crop_size is None else cfg.test_crop_size
     if not train and eval_crop > cfg.resize_size:
         # torchvision would pad the crop with black, nvjpeg stretch a clamped box, DALI refuse: say it here.

@@ -129,18 +129,22 @@ def read_file_list(list_path: str, num_classes: Optional[int] = None,
         raise FileNotFoundError(f"file list {list_path} does not exist")
     base = os.path.dirname(os.path.abspath(list_path))
     entries = []
-    with open(list_path, "r", encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            line = line.split("#", 1)[0].strip()
-            if not line:
-                continue
-            parts = line.rsplit(None, 1)  # the path may contain spaces; the label is the last field
-            try:
-                label = int(parts[1])
-            except (IndexError, ValueError):
-                raise ValueError(f"{list_path}:{lineno}: expected 'path label' with an integer label, "
-                                 f"got {line!r}") from None
-            entries.append((os.path.join(base, parts[0]), label, lineno))
+    try:
+        with open(list_path, "r", encoding="utf-8") as f:
+            lines = f.readlines()
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{list_path}: not a UTF-8 text file ({e}); expected lines 'path label'") from None
+    for lineno, line in enumerate(lines, 1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        parts = line.rsplit(None, 1)  # the path may contain spaces; the label is the last field
+        try:
+            label = int(parts[1])
+        except (IndexError, ValueError):
+            raise ValueError(f"{list_path}:{lineno}: expected 'path label' with an integer label, "
+                             f"got {line!r}") from None
+        entries.append((os.path.join(base, parts[0]), label, lineno))
     if not entries:
         raise ValueError(f"file list {list_path} has no entries (expected lines 'path label')")
     if num_classes is None:

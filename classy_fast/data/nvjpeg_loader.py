@@ -155,7 +155,7 @@ class GPUJpegImageData(DataLoaderImageSource):
         wanted = len(samples)
         good = self._decode(samples)
         if not good:
-            return None
+            return self.stand_in_batch(wanted)
         boxes, flips = [], []
         for img, _, seed in good:
             box, mirror = sample_box(int(img.shape[1]), int(img.shape[2]), train=self.train, augment=self.augment,

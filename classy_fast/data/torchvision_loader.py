@@ -164,7 +164,7 @@ class TorchvisionImageData(DataLoaderImageSource):
         for path, reason in bad:
             self.skipped.report(path, reason)
         if images is None:
-            return None
+            return self.stand_in_batch(wanted)
         images = self.normalize(images.to(self.device, non_blocking=True))
         labels = labels.to(self.device, non_blocking=True)
         return self.fill_batch(images, labels, wanted)

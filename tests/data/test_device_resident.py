@@ -121,3 +121,38 @@ def test_device_resident_batches_come_in_data_dtype():
         for split in ("train", "test"):
             x, _ = next(iter(build_data(cfg, split, device=torch.device("cpu"), seed=0, channels_last=False)))
             assert x.dtype == getattr(torch, dtype), (dtype, split)
+
+
+def test_corrupt_gzip_idx_file_is_a_named_idx_format_error(tmp_path):
+    import gzip
+
+    from classy_fast.data import IdxFormatError, read_idx
+
+    raw = bytes([0, 0, 8, 1]) + (100).to_bytes(4, "big") + bytes(range(100))
+    data = bytearray(gzip.compress(raw))
+    for i in range(12, len(data) - 8):  # the deflate stream, not the gzip header or trailer
+        data[i] ^= 0x5A
+    path = tmp_path / "train-labels-idx1-ubyte.gz"
+    path.write_bytes(bytes(data))
+    with pytest.raises(IdxFormatError, match=r"train-labels-idx1-ubyte\.gz: cannot read IDX file"):
+        read_idx(str(path))
+
+
+@pytest.mark.parametrize("content", [b"not an npz at all", b"PK\x03\x04 truncated zip"])
+def test_arrays_file_that_is_not_an_npz_is_named(tmp_path, content):
+    path = tmp_path / "cifar.npz"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=r"cifar\.npz: cannot read it as an \.npz"):
+        build_data(DataConfig(name="arrays", root=str(path)), "train", device="cpu", seed=0)
+
+
+@pytest.mark.parametrize("key", ["limit_train", "limit_test"])
+def test_negative_limits_are_refused_for_in_memory_data(key):
+    split = "train" if key == "limit_train" else "test"
+    with pytest.raises(ValueError, match=f"data.{key} must be ≥ 0, got -5"):
+        build_data(DataConfig(name="synthetic", **{key: -5}), split, device="cpu", seed=0)
+
+
+def test_negative_crop_padding_is_refused():
+    with pytest.raises(ValueError, match="data.crop_padding must be ≥ 0, got -2"):
+        build_data(DataConfig(name="synthetic", crop_padding=-2), "train", device="cpu", seed=0)

@@ -132,6 +132,21 @@ def test_bad_files_are_skipped_and_counted_odd_formats_converted(bad_image_folde
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+def test_a_batch_of_only_bad_files_is_stood_in_for_so_ranks_keep_their_step_count(bad_image_folder, backend):
+    """batch_size=1 makes each bad file a batch of bad files: training repeats the last good sample
+    there instead of dropping the batch (a rank one step short would hang DDP)."""
+    for rank in range(2):
+        train = build(bad_image_folder, backend, "train", batch_size=1, rank=rank, world=2)
+        list(train)  # the first epoch reads a good sample (it may drop a batch only before reading one)
+        train.set_epoch(1)
+        batches = list(train)
+        assert len(batches) == len(train)
+        for x, y in batches:
+            assert x.shape[0] == 1 and class_of(x) == y.tolist()  # a stand-in is a real sample with its label
+    assert train.skipped_files >= 1
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_strict_stops_naming_the_file(bad_image_folder, backend):
     test = build(bad_image_folder, backend, "test", strict=True)
     with pytest.raises(BadImageError) as info:

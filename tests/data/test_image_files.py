@@ -120,3 +120,22 @@ def test_16_bit_grayscale_images_keep_their_top_8_bits(tmp_path):
         chw = decode_on_host(torch.frombuffer(bytearray(f.read()), dtype=torch.uint8), path)
     assert chw.dtype == torch.uint8 and chw.shape == (3, 64, 64)
     assert np.array_equal(chw[1].numpy(), expected)
+
+
+def test_file_list_that_is_not_utf8_is_named(tmp_path):
+    (tmp_path / "train.txt").write_bytes(b"a.jpg 0\n\xff\xfe b.jpg 1\n")
+    with pytest.raises(ValueError, match=r"train.txt: not a UTF-8 text file"):
+        read_file_list(str(tmp_path / "train.txt"))
+
+
+@pytest.mark.parametrize("key", ["limit_train", "limit_test"])
+def test_negative_limits_are_refused_for_image_files(image_folder, key):
+    import torch
+
+    from classy_fast.config import DataConfig
+    from classy_fast.data import build_data
+
+    cfg = DataConfig(name="image_folder", root=image_folder, backend="torchvision", num_workers=0, crop_size=16,
+                     resize_size=20, **{key: -5})
+    with pytest.raises(ValueError, match=f"data.{key} must be ≥ 0, got -5"):
+        build_data(cfg, "train" if key == "limit_train" else "test", device=torch.device("cpu"), seed=0)
