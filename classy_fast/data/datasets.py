@@ -34,6 +34,15 @@ def checked_limit(cfg: DataConfig, split: str):
     return limit
 
 
+def checked_batch_size(cfg: DataConfig, split: str) -> int:
+    """``data.batch_size`` or ``data.test_batch_size`` for ``split``; one below 1 is refused, naming the key."""
+    key = "batch_size" if split == "train" else "test_batch_size"
+    value = getattr(cfg, key)
+    if value < 1:
+        raise ValueError(f"data.{key} must be ≥ 1, got {value}")
+    return value
+
+
 def _limit(images: np.ndarray, labels: np.ndarray, limit) -> Tuple[np.ndarray, np.ndarray]:
     return (images[:limit], labels[:limit]) if limit else (images, labels)
 
@@ -56,7 +65,7 @@ def _in_memory(cfg: DataConfig, split: str, images, labels, num_classes, mean, s
         torch.from_numpy(np.ascontiguousarray(images)),
         torch.from_numpy(np.ascontiguousarray(labels)),
         num_classes=num_classes,
-        batch_size=cfg.batch_size if train else cfg.test_batch_size,
+        batch_size=checked_batch_size(cfg, split),
         train=train,
         mean=mean,
         std=std,

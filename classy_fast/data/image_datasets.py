@@ -22,7 +22,7 @@ from ..registry import DATASETS
 from .auto_augment import AutoAugment, from_config
 from .bad_data import SkippedFiles
 from .dali_pipeline import DALI_HINT, DALIImageData, dali_import_error
-from .datasets import checked_limit
+from .datasets import checked_batch_size, checked_limit
 from .file_source import DTYPES, IMAGENET_MEAN, IMAGENET_STD, ImageFileSource
 from .image_files import ImageList, image_list
 from .nvjpeg_loader import GPUJpegImageData
@@ -75,7 +75,7 @@ def build_image_files(cfg: DataConfig, split: str, kind: str, *, device, seed: i
     backend = choose_backend(cfg.backend, device, auto_augment)
     log.info("data: %s %s split: %d files, %d classes, backend %s", kind, split, len(files), files.num_classes, backend)
     return BACKENDS[backend](
-        files, batch_size=cfg.batch_size if train else cfg.test_batch_size, train=train, device=device, seed=seed,
+        files, batch_size=checked_batch_size(cfg, split), train=train, device=device, seed=seed,
         crop_size=cfg.crop_size if train or cfg.test_crop_size is None else cfg.test_crop_size,
         resize_size=cfg.resize_size, scale=cfg.scale, ratio=cfg.ratio,
         mean=cfg.mean or IMAGENET_MEAN, std=cfg.std or IMAGENET_STD, augment=cfg.augment, flip=cfg.flip,

@@ -156,3 +156,9 @@ def test_negative_limits_are_refused_for_in_memory_data(key):
 def test_negative_crop_padding_is_refused():
     with pytest.raises(ValueError, match="data.crop_padding must be ≥ 0, got -2"):
         build_data(DataConfig(name="synthetic", crop_padding=-2), "train", device="cpu", seed=0)
+
+
+@pytest.mark.parametrize("key, split", [("batch_size", "train"), ("test_batch_size", "test")])
+def test_batch_size_below_one_names_its_key(key, split):
+    with pytest.raises(ValueError, match=f"data.{key} must be ≥ 1, got 0"):
+        build_data(DataConfig(name="synthetic", **{key: 0}), split, device="cpu", seed=0)

@@ -139,3 +139,15 @@ def test_negative_limits_are_refused_for_image_files(image_folder, key):
                      resize_size=20, **{key: -5})
     with pytest.raises(ValueError, match=f"data.{key} must be ≥ 0, got -5"):
         build_data(cfg, "train" if key == "limit_train" else "test", device=torch.device("cpu"), seed=0)
+
+
+def test_test_batch_size_below_one_names_its_key_for_image_files(image_folder):
+    import torch
+
+    from classy_fast.config import DataConfig
+    from classy_fast.data import build_data
+
+    cfg = DataConfig(name="image_folder", root=image_folder, backend="torchvision", num_workers=0, crop_size=16,
+                     resize_size=20, test_batch_size=0)
+    with pytest.raises(ValueError, match="data.test_batch_size must be ≥ 1, got 0"):
+        build_data(cfg, "test", device=torch.device("cpu"), seed=0)
