@@ -21,6 +21,7 @@ from typing import Any, Callable, List, Optional
 import torch
 import torch.distributed as dist
 
+from .config import ConfigError
 from .launch_env import SINGLE_PROCESS, LaunchEnv, detect_launch_env
 
 log = logging.getLogger("classy_fast")
@@ -187,6 +188,8 @@ def init_distributed(cfg, device: str = "auto") -> LaunchEnv:
         if not cfg.single_process_ddp:
             return env
         env = _single_process_group_env()
+    if not cfg.timeout_seconds > 0:  # 0 is not 'no timeout': the rendezvous itself would give up at once
+        raise ConfigError(f"distributed.timeout_seconds must be > 0 (seconds), got {cfg.timeout_seconds}")
     name = resolve_backend(cfg.backend, device)
     if env.launcher in ("slurm", "single"):
         env.export()  # env:// reads the torchrun-style variables

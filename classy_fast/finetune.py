@@ -126,8 +126,11 @@ def prepare_finetune(model: nn.Module, cfg: FinetuneConfig, load_weights: bool =
     evaluation of it): its model replaces every weight, so the pretrained file is not read (it may be gone
     by then); the head is still found and the trunk frozen."""
     if cfg.pretrained is None:
-        if cfg.freeze_trunk or cfg.reset_head:
-            raise ConfigError("finetune.freeze_trunk / finetune.reset_head need finetune.pretrained")
+        # Without pretrained weights these would be ignored (head_lr/trunk_lr: no head/trunk groups).
+        for key in ("freeze_trunk", "reset_head", "head_lr", "trunk_lr"):
+            value = getattr(cfg, key)
+            if value is not None and value is not False:
+                raise ConfigError(f"finetune.{key} needs finetune.pretrained, got {key}={value!r} without it")
         return []
     head = find_head(model, cfg.head)
     if load_weights:

@@ -20,7 +20,8 @@ on one process (every method then returns its input or a null context):
   continues identically on the same world size. On another world size M: ranks below the old world
   size restore theirs, the others reseed from (seed, rank, update); the global batch must be the same
   (``data.batch_size`` × M) for the data order and lr schedule to continue (refused mid-epoch,
-  warned at an epoch boundary, where the update count is recomputed for the new steps per epoch).
+  warned at an epoch boundary, where the update count is recomputed for the new steps per epoch); so is
+  another number of updates per epoch (simulated_global_batch_size or the training set changed).
 """
 
 from __future__ import annotations
@@ -187,6 +188,22 @@ class ParallelTraining:
                 f"image files each rank reads its own contiguous share of the epoch, so the rest of the epoch "
                 f"would repeat some files and skip others. Resume on {old_world} process(es), or from a phase-end "
                 f"checkpoint (any world size).")
+        # Updates per epoch also change with the accumulation steps (simulated_global_batch_size) or the
+        # training set: the lr schedule counts updates, so the saved count must be this run's for the same point.
+        # (A checkpoint inside a test phase, written on preemption, counts test steps in step_in_phase.)
+        mid_train = task.step_in_phase if task.in_train_phase else 0
+        expected = task.train_phases_done * task.updates_per_epoch + mid_train // task.accumulation.steps
+        if task.train_data is not None and task.num_updates != expected:
+            hint = (f"the checkpoint made {task.num_updates} optimizer updates by epoch {task.train_phases_done + 1}, "
+                    f"step {mid_train}; this run ({task.updates_per_epoch} updates per epoch, "
+                    f"{task.accumulation.steps} micro-steps each) makes {expected} by then")
+            if mid_train > 0:
+                raise ValueError(f"cannot resume mid-epoch with another number of updates per epoch: {hint}; "
+                                 f"resume with the checkpoint's simulated_global_batch_size and training set, or "
+                                 f"from a phase-end checkpoint")
+            log.warning("resuming with another number of updates per epoch (%s): the lr schedule continues from "
+                        "epoch %d", hint, task.train_phases_done)
+            task.num_updates = expected
         rngs = state["rng_per_rank"] if state else []
         if self.rank < len(rngs):
             set_rng_state(rngs[self.rank])

@@ -61,7 +61,9 @@ class PreemptionWatcher:
         if self.received is None:
             self.received = signum
             return
-        # A second signal: the scheduler (or the user) insists. Hand it to the previous handler.
+        if signum != self.received:  # another kind (SLURM's SIGTERM after its SIGUSR1 notice): the stop is under way
+            return
+        # A second signal of the same kind: the scheduler (or the user) insists. Hand it to the previous handler.
         previous = self._previous.get(signum, signal.SIG_DFL)
         signal.signal(signum, previous)
         signal.raise_signal(signum)

@@ -104,7 +104,8 @@ def composite(cfg: SchedulerConfig, epochs: int) -> Schedule:
     def schedule(where: float) -> float:
         start = 0.0
         for length, sub in parts:
-            if where < start + length or sub is parts[-1][1]:
+            # The epsilon keeps a boundary that float sums round up (0.1 + 0.2 > 0.3) in the next part.
+            if where < start + length - 1e-9 or sub is parts[-1][1]:
                 return sub(min(max((where - start) / length, 0.0), 1.0))
             start += length
         return parts[-1][1](1.0)
@@ -114,6 +115,8 @@ def composite(cfg: SchedulerConfig, epochs: int) -> Schedule:
 
 def _check(cfg: SchedulerConfig, epochs: float, key: str) -> None:
     """Reject settings that would silently give a meaningless schedule; errors name the key."""
+    if not epochs > 0:  # the run's epochs (a composite part's are a fraction of them): schedules divide by it
+        raise ConfigError(f"epochs must be ≥ 1, got {epochs}")
     if cfg.warmup_epochs is not None and not cfg.warmup_epochs >= 0:
         raise ConfigError(f"{key}.warmup_epochs must be ≥ 0 (0: no warmup), got {cfg.warmup_epochs}")
     if not 0.0 <= cfg.warmup_start_factor <= 1.0:

@@ -65,9 +65,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         from .device import resolve_device
         from .task import ClassificationTask, NonFiniteLossError
 
+        try:
+            device = resolve_device(cfg.device)
+        except RuntimeError as e:  # --device cuda without a GPU: the user's setting, not a crash
+            raise ConfigError(str(e)) from None
         # Rank 0 decides what 'auto' resumes from; every rank then reads that file itself onto its own device.
         resume_path = distributed.broadcast_object(find_resume_checkpoint(cfg.resume, cfg.output_dir))
-        state = load_checkpoint(resume_path, map_location=resolve_device(cfg.device)) if resume_path else None
+        state = load_checkpoint(resume_path, map_location=device) if resume_path else None
         if cfg.test_only and state is None:
             log.warning("evaluating an untrained model: pass --resume PATH to evaluate a checkpoint")
         task = ClassificationTask(cfg, from_checkpoint=state is not None)

@@ -123,3 +123,17 @@ def test_hand_set_variables_without_master_port_get_the_default_exported(monkeyp
         distributed.init_distributed(DistributedConfig(watchdog=False), "cpu")
     assert seen["port"] == (port or "29500")
     assert not distributed.is_distributed()
+
+
+@pytest.mark.parametrize("timeout", [0, -5])
+def test_a_timeout_that_is_not_positive_is_refused_naming_the_key(monkeypatch, timeout):
+    """0 does not mean 'no timeout': every collective (the rendezvous first) would give up at once."""
+    from classy_fast.config import ConfigError, DistributedConfig
+
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID"):
+        monkeypatch.setenv(key, "")  # recorded, so that anything exported is removed afterwards
+        monkeypatch.delenv(key)
+    monkeypatch.setattr(distributed.dist, "init_process_group", lambda *a, **k: pytest.fail("no group expected"))
+    with pytest.raises(ConfigError, match=rf"distributed\.timeout_seconds must be > 0 \(seconds\), got {timeout}"):
+        distributed.init_distributed(DistributedConfig(single_process_ddp=True, timeout_seconds=timeout), "cpu")
+    assert not distributed.is_distributed()

@@ -109,3 +109,15 @@ def test_cli_names_an_unwritable_output_and_a_checkpoint_of_another_version(tmp_
     torch.save(state, last)
     r = run_cli("--config", str(cfg_path), "--output-dir", str(out), "--epochs", "2", "--resume", "auto", cwd=tmp_path)
     assert r.returncode == 2 and "has no entry 'lr_controller'" in r.stderr and str(last) in r.stderr
+
+
+def test_cli_device_cuda_without_a_gpu_is_a_clear_error(tmp_path):
+    import pytest
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    r = run_cli("--device", "cuda", "--output-dir", str(tmp_path / "o"), cwd=tmp_path)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.strip().splitlines()[-1] == (
+        "error: device 'cuda' requested but torch.cuda.is_available() is False")

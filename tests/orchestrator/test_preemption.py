@@ -97,6 +97,26 @@ def test_watcher_records_the_first_signal_and_restores_handlers():
     assert signal.getsignal(signal.SIGUSR1) is before
 
 
+
+def test_only_a_second_signal_of_the_same_kind_gets_the_previous_handler():
+    """SLURM's notice (SIGUSR1) then its SIGTERM at the time limit: the SIGTERM must not kill a run that is
+    on its way to the checkpoint (the previous handler is for a signal repeated: 'the user insists')."""
+    calls = []
+    previous = {sig: signal.signal(sig, lambda signum, frame: calls.append(signum))
+                for sig in (signal.SIGUSR1, signal.SIGTERM)}
+    try:
+        watcher = PreemptionWatcher(["SIGTERM", "SIGUSR1"])
+        with watcher:
+            os.kill(os.getpid(), signal.SIGUSR1)
+            os.kill(os.getpid(), signal.SIGTERM)
+            assert calls == [] and watcher.describe() == "SIGUSR1"
+            os.kill(os.getpid(), signal.SIGUSR1)  # the same kind again: the previous handler
+            assert calls == [signal.SIGUSR1]
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def test_cli_exits_75_after_sigterm_and_resume_auto_finishes(tmp_path):
     cfg_path = tmp_path / "tiny.yaml"
     cfg_path.write_text(yaml.safe_dump(tiny_config_dict(tmp_path / "ignored", epochs=40)))

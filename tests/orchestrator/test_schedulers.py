@@ -179,3 +179,30 @@ def test_composite_parts_are_fractions_of_the_run_with_a_warmup():
                                        schedules=[{"name": "cosine", "length": 1.0}]), epochs)
     assert c(0.1 - 1e-9) == pytest.approx(c(0.1)) and c(0.1) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.1)))
     assert c(0.05) == pytest.approx(0.5 * c(0.1)) and c(1.0) == pytest.approx(0.0)
+
+
+def test_composite_part_boundaries_do_not_depend_on_float_rounding_of_the_lengths():
+    """0.1 + 0.2 is 0.30000000000000004 in floats: epoch 3 of 10 must still train in the third part (1.0),
+    not at the end of the second (0.5), as it does with the lengths 0.3 + 0.7."""
+    s = build_schedule(SchedulerConfig(name="composite", update_interval="epoch", warmup_epochs=0.0, schedules=[
+        {"name": "constant", "length": 0.1},
+        {"name": "linear", "length": 0.2, "end_factor": 0.5},
+        {"name": "constant", "length": 0.7},
+    ]), 10)
+    assert [s(e / 10) for e in range(5)] == pytest.approx([1.0, 1.0, 0.75, 1.0, 1.0])
+
+
+@pytest.mark.parametrize("name", ["step", "multistep", "cosine"])
+def test_a_run_of_zero_epochs_is_a_clear_error(name):
+    with pytest.raises(ConfigError, match=r"epochs must be ≥ 1, got 0"):
+        build_schedule(SchedulerConfig(name=name, warmup_epochs=1.0), 0)
+
+
+def test_zero_epochs_with_a_step_schedule_is_a_clear_cli_error(tmp_path, capsys):
+    from classy_fast import train
+
+    rc = train.main(["--epochs", "0", "--device", "cpu", "--output-dir", str(tmp_path), "--set", "data.name=synthetic",
+                     "--set", "data.synthetic_train_size=64", "--batch-size", "16", "--set", "data.synthetic_test_size=16",
+                     "--set", "hooks.progress_bar=false", "--set", "scheduler.name=step"])
+    assert rc == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "error: epochs must be ≥ 1, got 0"

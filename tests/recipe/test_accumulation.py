@@ -63,3 +63,43 @@ def test_simulated_batch_must_be_a_multiple_of_the_real_one(tmp_path):
     with pytest.raises(ConfigError, match="every_n_steps"):
         make_task(tmp_path, "bad2", 8, simulated=16,
                   hooks={"progress_bar": False, "model_complexity": False, "checkpoint": {"every_n_steps": 3}})
+
+
+def test_resume_with_another_accumulation_continues_the_lr_schedule_at_its_epoch(tmp_path):
+    """A phase-end checkpoint of 1 epoch × 6 updates resumed with 2 micro-steps per update (3 updates per
+    epoch) of a 2-epoch linear decay: the second epoch starts halfway down the schedule, not at its end
+    (6 updates of 2 × 3 is the whole run)."""
+    from classy_fast.checkpoint import load_checkpoint
+
+    torch.set_num_threads(1)
+    first = make_task(tmp_path, "run", 16, epochs=1, scheduler={"name": "linear", "warmup_epochs": 0.0},
+                      hooks={"progress_bar": False, "model_complexity": False, "checkpoint": {}})
+    first.run()
+    resumed = make_task(tmp_path, "run", 16, simulated=32, epochs=2,
+                        scheduler={"name": "linear", "warmup_epochs": 0.0})
+    resumed.load_state_dict(load_checkpoint(str(tmp_path / "run" / "checkpoints" / "last.pt")))
+    assert resumed.updates_per_epoch == 3 and resumed.num_updates == 3
+    assert float(resumed.optimizer.param_groups[0]["lr"]) == pytest.approx(0.1 * 0.5)
+
+
+def test_mid_epoch_resume_with_another_accumulation_is_refused(tmp_path):
+    from classy_fast.checkpoint import load_checkpoint
+
+    torch.set_num_threads(1)
+    first = make_task(tmp_path, "run", 16, epochs=1,
+                      hooks={"progress_bar": False, "model_complexity": False, "checkpoint": {"every_n_steps": 2}})
+
+    class Stop(Exception):
+        pass
+
+    class StopAt(ClassyHook):
+        def on_step(self, t):
+            if t.step_in_phase == 3:
+                raise Stop
+
+    first.hooks.append(StopAt())
+    with pytest.raises(Stop):
+        first.run()
+    resumed = make_task(tmp_path, "run", 16, simulated=32, epochs=1)
+    with pytest.raises(ValueError, match=r"cannot resume mid-epoch.*simulated_global_batch_size"):
+        resumed.load_state_dict(load_checkpoint(str(tmp_path / "run" / "checkpoints" / "last.pt")))

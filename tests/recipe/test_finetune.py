@@ -129,3 +129,13 @@ def test_resume_with_another_head_lr_uses_it(tmp_path, pretrained, caplog):
     head_groups = [i for i, g in enumerate(task.optimizer.param_groups) if any(id(p) in head for p in g["params"])]
     (warning,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert f"lr 0.3 → 0.2 (param groups {', '.join(map(str, head_groups))})" in warning
+
+
+@pytest.mark.parametrize("key", ["head_lr", "trunk_lr", "freeze_trunk", "reset_head"])
+def test_finetune_options_without_pretrained_are_refused(tmp_path, key):
+    """Without finetune.pretrained there are no head/trunk groups: a head_lr would be silently ignored."""
+    from classy_fast.config import ConfigError
+
+    value = 0.01 if key.endswith("_lr") else True
+    with pytest.raises(ConfigError, match=rf"finetune\.{key} needs finetune\.pretrained"):
+        make_task(tmp_path, "t", finetune={key: value})
