@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from . import distributed
+from .config import ConfigError
 
 
 def resolve_device(name: str) -> torch.device:
@@ -15,7 +16,8 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' requested but torch.cuda.is_available() is False")
+        # The user's setting, not a crash: the CLI prints a ConfigError as one line and exits 2.
+        raise ConfigError("device 'cuda' requested but torch.cuda.is_available() is False (set device: cpu or auto)")
     if name == "cuda" and distributed.is_distributed():
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
     return torch.device(name)

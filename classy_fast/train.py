@@ -65,10 +65,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         from .device import resolve_device
         from .task import ClassificationTask, NonFiniteLossError
 
-        try:
-            device = resolve_device(cfg.device)
-        except RuntimeError as e:  # --device cuda without a GPU: the user's setting, not a crash
-            raise ConfigError(str(e)) from None
+        device = resolve_device(cfg.device)
         # Rank 0 decides what 'auto' resumes from; every rank then reads that file itself onto its own device.
         resume_path = distributed.broadcast_object(find_resume_checkpoint(cfg.resume, cfg.output_dir))
         state = load_checkpoint(resume_path, map_location=device) if resume_path else None

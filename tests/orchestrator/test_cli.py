@@ -120,4 +120,4 @@ def test_cli_device_cuda_without_a_gpu_is_a_clear_error(tmp_path):
     r = run_cli("--device", "cuda", "--output-dir", str(tmp_path / "o"), cwd=tmp_path)
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     assert r.stderr.strip().splitlines()[-1] == (
-        "error: device 'cuda' requested but torch.cuda.is_available() is False")
+        "error: device 'cuda' requested but torch.cuda.is_available() is False (set device: cpu or auto)")
