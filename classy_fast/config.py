@@ -158,13 +158,13 @@ class SchedulerConfig:
     warmup_start_factor: float = 0.1
     """Learning-rate factor at the start of the warmup, in [0, 1]; the warmup ramps linearly from it to the schedule's value where the warmup ends."""
     end_factor: float = 0.0
-    """Final learning-rate factor (cosine, linear, polynomial)."""
+    """Final learning-rate factor (cosine, linear, polynomial), finite and ≥ 0."""
     step_size_epochs: float = 30.0
     """'step': decay every this many epochs (> 0), counted from the start of the run (a warmup does not shift them); in a composite part, from the start of that part."""
     milestones_epochs: List[float] = field(default_factory=lambda: [30.0, 60.0, 90.0])
-    """'multistep': decay at these epochs of the run (a warmup does not shift them); in a composite part, counted from the start of that part."""
+    """'multistep': decay at these epochs of the run (≥ 0; a warmup does not shift them; one at or past the run's end is warned about); in a composite part, counted from the start of that part."""
     gamma: float = 0.1
-    """'step'/'multistep': decay factor."""
+    """'step'/'multistep': decay factor, finite and ≥ 0."""
     power: float = 2.0
     """'polynomial': exponent (> 0)."""
     schedules: List[Dict[str, Any]] = field(default_factory=list)

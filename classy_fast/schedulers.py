@@ -11,6 +11,7 @@ tiny kernel and never synchronizes, so a captured optimizer step reads the new v
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any, Callable, Dict, List
 
@@ -18,6 +19,8 @@ import torch
 
 from .config import ConfigError, SchedulerConfig, _coerce, _from_dict
 from .registry import SCHEDULERS
+
+log = logging.getLogger("classy_fast")
 
 Schedule = Callable[[float], float]
 
@@ -126,6 +129,17 @@ def _check(cfg: SchedulerConfig, epochs: float, key: str) -> None:
         raise ConfigError(f"{key}.power must be > 0, got {cfg.power}")
     if cfg.name == "step" and not cfg.step_size_epochs > 0:
         raise ConfigError(f"{key}.step_size_epochs must be > 0, got {cfg.step_size_epochs}")
+    if cfg.name in ("step", "multistep") and not (math.isfinite(cfg.gamma) and cfg.gamma >= 0):
+        raise ConfigError(f"{key}.gamma must be a finite factor ≥ 0, got {cfg.gamma}")
+    if cfg.name in ("cosine", "linear", "polynomial") and not (math.isfinite(cfg.end_factor) and cfg.end_factor >= 0):
+        raise ConfigError(f"{key}.end_factor must be a finite factor ≥ 0, got {cfg.end_factor}")
+    if cfg.name == "multistep":
+        if any(not (math.isfinite(m) and m >= 0) for m in cfg.milestones_epochs):
+            raise ConfigError(f"{key}.milestones_epochs must be epochs ≥ 0, got {cfg.milestones_epochs}")
+        late = [m for m in cfg.milestones_epochs if m >= epochs]
+        if late:  # torch's MultiStepLR allows it too; most often a recipe's milestones on a shortened run
+            log.warning("%s.milestones_epochs %s are not before the end of the run (%g epochs): no decay there",
+                        key, late, epochs)
     if (cfg.update_interval == "epoch" and cfg.warmup_epochs is not None
             and not float(cfg.warmup_epochs).is_integer()):
         # Per-epoch updates would hold the whole first epoch at warmup_start_factor for a warmup that ends

@@ -206,3 +206,22 @@ def test_zero_epochs_with_a_step_schedule_is_a_clear_cli_error(tmp_path, capsys)
                      "--set", "hooks.progress_bar=false", "--set", "scheduler.name=step"])
     assert rc == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == "error: epochs must be ≥ 1, got 0"
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(name="step", gamma=-0.1), r"scheduler.gamma must be a finite factor ≥ 0, got -0.1"),
+    (dict(name="multistep", gamma=float("nan")), r"scheduler.gamma must be a finite factor ≥ 0, got nan"),
+    (dict(name="cosine", end_factor=-1.0), r"scheduler.end_factor must be a finite factor ≥ 0, got -1.0"),
+    (dict(name="linear", end_factor=float("inf")), r"scheduler.end_factor must be a finite factor ≥ 0, got inf"),
+    (dict(name="multistep", milestones_epochs=[2.0, -1.0]), r"scheduler.milestones_epochs must be epochs ≥ 0"),
+])
+def test_meaningless_decay_factors_and_milestones_are_refused(kw, match):
+    with pytest.raises(ConfigError, match=match):
+        build_schedule(SchedulerConfig(warmup_epochs=0.0, **kw), 10)
+
+
+def test_multistep_milestones_past_the_run_are_warned_about(caplog):
+    with caplog.at_level("WARNING", logger="classy_fast"):
+        s = build_schedule(SchedulerConfig(name="multistep", warmup_epochs=0.0, milestones_epochs=[5.0, 30.0]), 10)
+    assert "milestones_epochs [30.0] are not before the end of the run (10 epochs)" in caplog.text
+    assert s(0.4) == 1.0 and s(0.6) == pytest.approx(0.1) and s(0.99) == pytest.approx(0.1)
