@@ -71,7 +71,7 @@ class GradientAccumulation:
 
     def check_step_checkpoints(self, every_n_steps: int) -> None:
         """Step checkpoints between updates would lose the half-accumulated gradients: refuse them."""
-        if every_n_steps and every_n_steps % self.steps != 0:
+        if every_n_steps > 0 and every_n_steps % self.steps != 0:  # a negative one: the hook names it
             raise ConfigError(
                 f"hooks.checkpoint.every_n_steps ({every_n_steps}) must be a multiple of the gradient accumulation "
                 f"steps ({self.steps}) so that checkpoints fall between optimizer updates")

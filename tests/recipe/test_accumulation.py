@@ -63,6 +63,9 @@ def test_simulated_batch_must_be_a_multiple_of_the_real_one(tmp_path):
     with pytest.raises(ConfigError, match="every_n_steps"):
         make_task(tmp_path, "bad2", 8, simulated=16,
                   hooks={"progress_bar": False, "model_complexity": False, "checkpoint": {"every_n_steps": 3}})
+    with pytest.raises(ValueError, match="every_n_steps must be ≥ 0"):  # not "a multiple of the accumulation steps"
+        make_task(tmp_path, "bad3", 8, simulated=16,
+                  hooks={"progress_bar": False, "model_complexity": False, "checkpoint": {"every_n_steps": -3}})
 
 
 def test_resume_with_another_accumulation_continues_the_lr_schedule_at_its_epoch(tmp_path):
