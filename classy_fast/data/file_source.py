@@ -25,7 +25,7 @@ from .auto_augment import AutoAugment
 from .bad_data import SkippedFiles
 from .image_files import ImageList
 from .memory import _mix_seed
-from .sharding import check_shard, eval_shard_range, train_epoch_length, train_share_range, train_share_size
+from .sharding import check_shard, cycle_to_length, eval_shard_range, train_epoch_length, train_share_range, train_share_size
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -163,7 +163,7 @@ class ImageFileSource:
         length = train_epoch_length(n, self.world_size, self.drop_last)
         if self.repeated_augmentations > 1:
             return repeated_augmentation_order(order, self.repeated_augmentations, self.world_size, length)
-        return torch.cat([order, order[: length - n]]) if length > n else order[:length]
+        return cycle_to_length(order, length)
 
     def share_bounds(self, rank: Optional[int] = None) -> Tuple[int, int]:
         """[start, stop) of this (or ``rank``'s) share within ``epoch_order``."""

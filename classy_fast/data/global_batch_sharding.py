@@ -22,6 +22,8 @@ from __future__ import annotations
 
 from typing import Tuple
 
+import torch
+
 
 
 def check_shard(rank: int, world_size: int) -> None:
@@ -41,6 +43,15 @@ def train_batches_per_epoch(num_samples: int, batch_size: int, world_size: int, 
     if drop_last:
         return num_samples // global_batch
     return (num_samples + global_batch - 1) // global_batch
+
+
+def cycle_to_length(order: torch.Tensor, length: int) -> torch.Tensor:
+    """``order`` cut to ``length``, or padded by repeating it from its start as often as needed (as
+    DistributedSampler does): with fewer samples than the padding needs (fewer than the ranks), one
+    repeat would leave the last ranks an empty share, and a rank with fewer steps hangs DDP."""
+    if length <= len(order):
+        return order[:length]
+    return order.repeat(-(-length // len(order)))[:length]
 
 
 def padded_epoch_length(num_samples: int, batch_size: int, world_size: int, drop_last: bool) -> int:

@@ -14,8 +14,8 @@ from typing import Dict, Iterator, Sequence, Tuple
 
 import torch
 
-from .global_batch_sharding import (check_shard, eval_shard_range, padded_epoch_length, train_batch_range,
-                                    train_batches_per_epoch)
+from .global_batch_sharding import (check_shard, cycle_to_length, eval_shard_range, padded_epoch_length,
+                                    train_batch_range, train_batches_per_epoch)
 
 
 def _mix_seed(*parts: int) -> int:
@@ -157,9 +157,7 @@ class InMemoryImageData:
         g = torch.Generator(device=self.device).manual_seed(_mix_seed(self.seed, self.epoch))
         order = torch.randperm(self.num_samples, generator=g, device=self.device)
         padded = padded_epoch_length(self.num_samples, self.batch_size, self.world_size, self.drop_last)
-        if padded > self.num_samples:
-            order = torch.cat([order, order[: padded - self.num_samples]])
-        return order
+        return cycle_to_length(order, padded)
 
     def batch(self, order: torch.Tensor, index: int) -> Tuple[torch.Tensor, torch.Tensor]:
         if self.train:

@@ -8,7 +8,8 @@ global_batch_sharding.py; both partition the epoch.)
 
 - train: every rank gets the same number of samples (DDP needs equal step counts). With
   ``drop_last`` the order is cut to a multiple of the world size (the cut samples differ per
-  epoch); without it, padded to one by repeating its first samples (as DistributedSampler does).
+  epoch); without it, padded to one by repeating the order from its start, as often as needed
+  (as DistributedSampler does).
 - eval: no shuffle, no padding: rank r gets ``[n*r // world, n*(r+1) // world)``
   (global_batch_sharding.eval_shard_range), every sample exactly once across ranks.
 """
@@ -17,9 +18,9 @@ from __future__ import annotations
 
 from typing import Tuple
 
-from .global_batch_sharding import check_shard, eval_shard_range
+from .global_batch_sharding import check_shard, cycle_to_length, eval_shard_range
 
-__all__ = ["check_shard", "eval_shard_range", "train_epoch_length", "train_share_range", "train_share_size"]
+__all__ = ["check_shard", "cycle_to_length", "eval_shard_range", "train_epoch_length", "train_share_range", "train_share_size"]
 
 
 def train_share_size(n: int, world_size: int, drop_last: bool) -> int:

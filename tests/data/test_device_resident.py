@@ -162,3 +162,12 @@ def test_negative_crop_padding_is_refused():
 def test_batch_size_below_one_names_its_key(key, split):
     with pytest.raises(ValueError, match=f"data.{key} must be ≥ 1, got 0"):
         build_data(DataConfig(name="synthetic", **{key: 0}), split, device="cpu", seed=0)
+
+
+def test_fewer_samples_than_ranks_still_give_every_rank_its_batch():
+    """Padding repeats the order as often as needed (1 sample, 4 ranks): no rank has an empty share."""
+    for rank in range(4):
+        data = make(position_images(1), "cpu", batch_size=2, drop_last=False)
+        data.set_shard(rank, 4)
+        batches = list(data)
+        assert len(batches) == len(data) == 1 and batches[0][0].shape[0] == 1

@@ -147,6 +147,17 @@ def test_a_batch_of_only_bad_files_is_stood_in_for_so_ranks_keep_their_step_coun
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+def test_fewer_files_than_ranks_still_give_every_rank_a_full_share(image_folder, backend):
+    """Padding repeats the epoch order as often as needed: 2 files over 5 ranks, one sample each."""
+    for rank in range(5):
+        train = build(image_folder, backend, "train", batch_size=1, rank=rank, world=5, drop_last=False,
+                      limit_train=2)
+        batches = list(train)
+        assert len(batches) == len(train) == 1 and batches[0][0].shape[0] == 1
+        assert class_of(batches[0][0]) == batches[0][1].tolist()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_strict_stops_naming_the_file(bad_image_folder, backend):
     test = build(bad_image_folder, backend, "test", strict=True)
     with pytest.raises(BadImageError) as info:
