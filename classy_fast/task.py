@@ -301,9 +301,10 @@ class ClassificationTask:
             self.check_finite()
             self.train_phases_done += 1
         self.last_phase_metrics = {"phase_type": self.phase["type"], "epoch": self.phase["epoch"], **self.metrics()}
-        if "skipped_files" in self.last_phase_metrics:  # each rank counted its own share's files
-            self.last_phase_metrics["skipped_files"] = int(
-                distributed.all_reduce_host_sum(float(self.last_phase_metrics["skipped_files"])))
+        if "skipped_files" in self.last_phase_metrics:  # each rank counted the bad files it met: the union
+            data = self.train_data if self.in_train_phase else self.test_data
+            paths = distributed.gather_objects(sorted(data.skipped_paths))
+            self.last_phase_metrics["skipped_files"] = len(set().union(*paths))
         self.phase_index += 1
         self.step_in_phase = 0
         self._call("on_phase_end")
@@ -336,7 +337,7 @@ class ClassificationTask:
         # Bad files (undecodable, label out of range) the data skipped so far (classy_fast/data/bad_data.py).
         skipped = getattr(self.train_data if self.in_train_phase else self.test_data, "skipped_files", None)
         if skipped is not None:
-            out["skipped_files"] = int(skipped)  # this rank's; the phase-end record sums the ranks
+            out["skipped_files"] = int(skipped)  # this rank's; the phase-end record counts the ranks' union
         if self.grad_norm is not None and self.in_train_phase:
             out["grad_norm"] = float(self.grad_norm)
         return out

@@ -105,5 +105,5 @@ def arrays(cfg: DataConfig, split: str, *, device, seed, channels_last):
     std = tuple(cfg.std) if cfg.std else stats_std
     data = _in_memory(cfg, split, images, labels, num_classes, mean, std, device=device, seed=seed,
                       channels_last=channels_last)
-    data.skipped_files = skipped.count
+    data.skipped_files, data.skipped_paths = skipped.count, skipped.paths
     return data

@@ -55,3 +55,9 @@ class SkippedFiles:
 
     def __int__(self) -> int:
         return self.count
+
+    @property
+    def paths(self) -> frozenset:
+        """The distinct bad files counted: ranks that met the same file (a list entry every rank reads,
+        a file in several ranks' shares over the epochs) count it once in the job's total."""
+        return frozenset(self._seen)

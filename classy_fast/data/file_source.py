@@ -141,6 +141,11 @@ class ImageFileSource:
         """Bad files skipped so far by this source (this rank)."""
         return self.skipped.count
 
+    @property
+    def skipped_paths(self) -> frozenset:
+        """The bad files behind ``skipped_files`` (the phase-end total is their union over ranks)."""
+        return self.skipped.paths
+
     def share_size(self) -> int:
         """Samples this rank reads per epoch (before training's last-batch cut or fill)."""
         if self.train:

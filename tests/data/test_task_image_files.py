@@ -59,3 +59,18 @@ def test_mid_epoch_resume_on_another_world_size_is_refused_for_image_files(image
     state["progress"]["step_in_phase"] = 0  # a phase-end checkpoint resumes on any world size
     ClassificationTask(config_from_dict(d)).load_state_dict(state)
 
+
+
+def test_skipped_files_over_ranks_and_epochs_count_each_bad_file_once(bad_image_folder, tmp_path):
+    """2 ranks, 4 epochs: each bad training file lands in different ranks' shares over the epochs; the
+    phase records count the distinct files (a sum over ranks counted such a file once per rank)."""
+    from ..distributed.launch import read_metrics, run_ranks, write_config
+
+    d = image_run(bad_image_folder, tmp_path / "ddp", batch_size=2)
+    d.update(epochs=4, device="cpu", num_threads=1, distributed={"timeout_seconds": 60})
+    d["hooks"].update(progress_bar=False, model_complexity=False)
+    for r in run_ranks(2, ["--config", write_config(tmp_path / "cfg.yaml", d)], timeout=150):
+        assert r.returncode == 0, f"rank {r.rank}:\n{r.output[-3000:]}"
+    records = read_metrics(tmp_path / "ddp")
+    assert len(records) == 8 and all(r["skipped_files"] == 2 for r in records), \
+        [(r["phase_type"], r["skipped_files"]) for r in records]
