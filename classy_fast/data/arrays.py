@@ -92,6 +92,9 @@ def arrays(cfg: DataConfig, split: str, *, device, seed, channels_last):
     path = cfg.root
     train_images, train_labels = load_split(path, "train")
     images, labels = (train_images, train_labels) if split == "train" else load_split(path, "test")
+    if images.shape[1] != train_images.shape[1]:  # the normalization statistics come from the train split
+        raise ValueError(f"{path}: test_images have {images.shape[1]} channel(s), train_images "
+                         f"{train_images.shape[1]}: both splits need the same channels")
     num_classes = int(train_labels.max()) + 1 if len(train_labels) else 0
     skipped = SkippedFiles(cfg.strict, split)
     bad = np.flatnonzero((labels < 0) | (labels >= num_classes))

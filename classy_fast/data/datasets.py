@@ -83,6 +83,10 @@ def _in_memory(cfg: DataConfig, split: str, images, labels, num_classes, mean, s
 @DATASETS.register("fashion_mnist_embedded")
 def fashion_mnist_embedded(cfg: DataConfig, split: str, *, device, seed, channels_last):
     """The stratified subset shipped in the package: 12,000 train / 2,000 test images."""
+    if cfg.root and not os.path.isfile(cfg.root):
+        raise FileNotFoundError(f"data.root {cfg.root} is not a file: data.name=fashion_mnist_embedded reads the "
+                                f"packaged subset (leave data.root unset) or an .npz laid out like it; for a "
+                                f"directory of Fashion-MNIST IDX files use data.name=fashion_mnist")
     path = cfg.root or embedded_fashion_mnist_path()
     if not os.path.isfile(path):
         raise FileNotFoundError(f"embedded Fashion-MNIST subset not found at {path} (reinstall classy_fast)")

@@ -62,4 +62,6 @@ def read_idx_split(root: str, split: str) -> Tuple[np.ndarray, np.ndarray]:
     images, labels = read_idx(images_path), read_idx(labels_path)
     if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
         raise IdxFormatError(f"{images_path} / {labels_path}: shapes {images.shape} and {labels.shape} do not pair up")
-    return images.astype(np.uint8), labels.astype(np.int64)
+    if images.dtype != np.uint8:  # a cast would wrap or truncate the pixels silently
+        raise IdxFormatError(f"{images_path}: images are {images.dtype}, expected uint8 pixels (0-255)")
+    return images, labels.astype(np.int64)

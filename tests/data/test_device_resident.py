@@ -171,3 +171,24 @@ def test_fewer_samples_than_ranks_still_give_every_rank_its_batch():
         data.set_shard(rank, 4)
         batches = list(data)
         assert len(batches) == len(data) == 1 and batches[0][0].shape[0] == 1
+
+
+def test_non_uint8_idx_images_and_mismatched_array_channels_are_named(tmp_path):
+    from classy_fast.data import IdxFormatError
+    from classy_fast.data.idx import read_idx_split
+
+    images = bytes([0, 0, 0x0D, 3]) + b"".join(n.to_bytes(4, "big") for n in (2, 2, 2)) + bytes(8 * 4)  # float32
+    (tmp_path / "train-images-idx3-ubyte").write_bytes(images)
+    (tmp_path / "train-labels-idx1-ubyte").write_bytes(bytes([0, 0, 8, 1]) + (2).to_bytes(4, "big") + bytes(2))
+    with pytest.raises(IdxFormatError, match=r"train-images-idx3-ubyte: images are float32, expected uint8"):
+        read_idx_split(str(tmp_path), "train")
+    path = tmp_path / "mixed.npz"
+    np.savez(path, train_images=np.zeros((4, 8, 8, 3), np.uint8), train_labels=np.arange(4) % 2,
+             test_images=np.zeros((2, 8, 8), np.uint8), test_labels=np.arange(2))
+    with pytest.raises(ValueError, match=r"mixed\.npz: test_images have 1 channel\(s\), train_images 3"):
+        build_data(DataConfig(name="arrays", root=str(path)), "test", device="cpu", seed=0)
+
+
+def test_embedded_fashion_mnist_with_a_directory_root_points_to_the_idx_dataset(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"is not a file.*use data.name=fashion_mnist"):
+        build_data(DataConfig(name="fashion_mnist_embedded", root=str(tmp_path)), "train", device="cpu", seed=0)
