@@ -244,7 +244,7 @@ sanitizer_subset() {
   # can't hide inside a pooled block.
   PYTORCH_NO_CUDA_MEMORY_CACHING=1 "$cs" --tool memcheck --error-exitcode 99 --print-limit 20 \
     "$PY" -m pytest -q -p no:cacheprovider tests/ops/test_cross_entropy.py tests/ops/test_cross_entropy_row_paths.py \
-    -m cuda -k "misaligned or empty_batch or out_of_range or (B17xC1025 and float32) or 128k or bad_labels or 16_byte_phase" \
+    -m cuda -k "misaligned or empty_batch or out_of_range or (B17xC1025 and float32) or 128k or bad_labels or 16_byte_phase or (reduce_loss_rows_on and not 4000000)" \
     || return 1
   echo "KEY: memcheck clean on the cross-entropy CUDA subset"
 }

@@ -142,7 +142,7 @@ class OptimizerConfig:
     trust_clamp: Optional[float] = None
     """Clamp LAMB's trust ratio to at most this value (None: no clamp)."""
     fused: Literal["auto", "fused", "torch"] = "auto"
-    """'fused' requires classy_fast's compiled optimizer; 'auto' uses it where built; 'torch' uses torch.optim."""
+    """'fused' requires classy_fast's compiled optimizer (sgd, adamw, lars, lamb); 'auto' uses it where built for the parameters' device; 'torch' uses torch.optim (lars, lamb: their plain-PyTorch reference steps)."""
     kwargs: Dict[str, Any] = field(default_factory=dict)
     """Extra keyword arguments for the optimizer constructor."""
 
@@ -369,6 +369,8 @@ def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
     if origin is Literal:
         if value in args:
             return value
+        if isinstance(value, bool) and ("on" if value else "off") in args:
+            return "on" if value else "off"  # YAML 1.1 reads a bare on/off (or yes/no) as a bool
         raise fail("one of " + ", ".join(repr(a) for a in args))
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
@@ -436,15 +438,43 @@ def config_from_dict(data: Dict[str, Any], source: str = "<dict>") -> TrainConfi
     return _from_dict(TrainConfig, data, "", source)
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key repeated in one mapping (PyYAML keeps the last one silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor` entries may be overridden
+                continue
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, typing.Hashable):
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+                seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def _unique_json_object(pairs: List[Tuple[str, Any]]) -> Dict[str, Any]:
+    keys = set()
+    for key, _ in pairs:
+        if key in keys:
+            raise ValueError(f"duplicate key {key!r}")
+        keys.add(key)
+    return dict(pairs)
+
+
 def read_config_file(path: str) -> Dict[str, Any]:
     """Read a YAML or JSON file into a dict; errors name the file."""
     if not os.path.isfile(path):
         raise ConfigError(f"config file not found: {path}")
-    with open(path, "r", encoding="utf-8") as f:
-        text = f.read()
     try:
-        data = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as e:
+        with open(path, "r", encoding="utf-8") as f:
+            text = f.read()
+        if path.endswith(".json"):
+            data = json.loads(text, object_pairs_hook=_unique_json_object)
+        else:
+            data = yaml.load(text, Loader=_UniqueKeyLoader)
+    except (ValueError, yaml.YAMLError) as e:  # ValueError: JSON errors, duplicate keys, a file not in UTF-8
         raise ConfigError(f"{path}: cannot parse: {e}") from None
     if data is None:
         return {}

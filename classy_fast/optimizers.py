@@ -8,6 +8,7 @@ place without a host sync and a captured step reads the current value. The fused
 
 from __future__ import annotations
 
+import math
 from typing import Dict, List
 
 import torch
@@ -54,6 +55,11 @@ def _with_device_lr(groups: List[Dict], cfg: OptimizerConfig) -> List[Dict]:
     return out
 
 
+def _params_device(groups: List[Dict]) -> torch.device:
+    # The first group may be empty: ZeroRedundancyOptimizer hands each rank its share of every group.
+    return next((p.device for g in groups for p in g["params"]), torch.device("cpu"))
+
+
 def _fused(name: str, groups: List[Dict], cfg: OptimizerConfig):
     """The fused optimizer when the config allows it and it is built; None to use torch's."""
     if cfg.fused == "torch":
@@ -64,7 +70,7 @@ def _fused(name: str, groups: List[Dict], cfg: OptimizerConfig):
         if cfg.fused == "fused":
             raise ConfigError(f"optimizer.fused='fused' but classy_fast.optim cannot be imported: {e}") from None
         return None
-    if cfg.fused == "fused" or fused_optim.fused_optimizers_available():
+    if cfg.fused == "fused" or fused_optim.fused_optimizers_available(_params_device(groups)):
         return fused_optim.build_fused_optimizer(name, groups, cfg)
     return None
 
@@ -80,7 +86,7 @@ def sgd(groups: List[Dict], cfg: OptimizerConfig) -> torch.optim.Optimizer:
     if fused is not None:
         return fused
     # torch's fused CUDA SGD: one launch per dtype/device group, tensor lr, GradScaler without a host sync.
-    kwargs = {"fused": True} if groups[0]["params"][0].is_cuda else {}
+    kwargs = {"fused": True} if _params_device(groups).type == "cuda" else {}
     kwargs.update(cfg.kwargs)
     return torch.optim.SGD(_plain_groups(groups), lr=cfg.lr, momentum=cfg.momentum, dampening=cfg.dampening,
                            nesterov=cfg.nesterov, weight_decay=cfg.weight_decay, maximize=cfg.maximize, **kwargs)
@@ -91,7 +97,7 @@ def adamw(groups: List[Dict], cfg: OptimizerConfig) -> torch.optim.Optimizer:
     fused = _fused("adamw", groups, cfg)
     if fused is not None:
         return fused
-    on_cuda = groups[0]["params"][0].is_cuda
+    on_cuda = _params_device(groups).type == "cuda"
     # A tensor lr needs torch's fused (CUDA) or single-tensor path; foreach rejects it unless capturable.
     kwargs = {"fused": True} if on_cuda else {"foreach": False}
     kwargs.update(cfg.kwargs)
@@ -101,12 +107,17 @@ def adamw(groups: List[Dict], cfg: OptimizerConfig) -> torch.optim.Optimizer:
 
 @OPTIMIZERS.register("rmsprop")
 def rmsprop(groups: List[Dict], cfg: OptimizerConfig) -> torch.optim.Optimizer:
+    if cfg.fused == "fused":
+        raise ConfigError("optimizer.fused='fused': classy_fast has no fused 'rmsprop' (fused: sgd, adamw, lars, lamb); "
+                          "use optimizer.fused='auto' or 'torch'")
     return torch.optim.RMSprop(_plain_groups(groups), lr=cfg.lr, momentum=cfg.momentum, eps=cfg.eps,
                                weight_decay=cfg.weight_decay, maximize=cfg.maximize, **cfg.kwargs)
 
 
 def build_optimizer(model: nn.Module, cfg: OptimizerConfig, groups: List[Dict] = None) -> torch.optim.Optimizer:
     """The configured optimizer over ``groups`` (default: decay / no-decay groups of ``model``)."""
+    if not (math.isfinite(cfg.lr) and cfg.lr >= 0):
+        raise ConfigError(f"optimizer.lr must be a finite number ≥ 0, got {cfg.lr}")
     try:
         from . import optim  # noqa: F401  (registers 'lars' and 'lamb' when present)
     except ImportError:

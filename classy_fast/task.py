@@ -379,7 +379,15 @@ class ClassificationTask:
         # groups'): the user set them for this run and its config.yaml records them. Only the optimizer's
         # state (momentum buffers, Adam moments, steps) comes from the checkpoint.
         own_groups = [{k: v for k, v in g.items() if k != "params"} for g in self.optimizer.param_groups]
-        self.optimizer.load_state_dict(state["optimizer"])
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+        except ValueError:  # torch's message names neither the groups nor what made them differ
+            saved = [len(g.get("params", [])) for g in state["optimizer"].get("param_groups", [])]
+            own = [len(g["params"]) for g in self.optimizer.param_groups]
+            raise CheckpointError(
+                f"the checkpoint's optimizer has {len(saved)} parameter groups (of {saved} tensors), this run's "
+                f"{len(own)} (of {own}): resume with the checkpoint's settings that group the parameters "
+                f"(optimizer.no_weight_decay_on_norm_and_bias, finetune.head_lr / trunk_lr / freeze_trunk)") from None
         for group, own in zip(self.optimizer.param_groups, own_groups):
             group.update(own)  # our lr tensor objects too: captured graphs and the scheduler point at them
         self._warn_changed_hyperparameters(state["optimizer"].get("param_groups", []), own_groups)

@@ -47,8 +47,6 @@ def build_hooks(cfg: TrainConfig) -> List[ClassyHook]:
         hooks.append(PreciseBNHook(cfg.precise_bn.num_samples))
     if cfg.ema.enabled:
         hooks.append(EMAHook(cfg.ema))
-    if h.early_stopping.enabled:  # after the EMA: it may watch top1_ema
-        hooks.append(EarlyStoppingHook(h.early_stopping))
     if h.model_complexity:
         hooks.append(ModelComplexityHook())
     # User hooks before the loggers and metrics files, so metrics they add to a phase are recorded.
@@ -57,6 +55,8 @@ def build_hooks(cfg: TrainConfig) -> List[ClassyHook]:
             hooks.append(HOOKS.get(spec.name)(spec.options, cfg))
         except TypeError as e:  # options the hook's constructor does not take
             raise ConfigError(f"hooks.extra: hook {spec.name!r} with options {spec.options}: {e}") from None
+    if h.early_stopping.enabled:  # after the EMA and the user hooks: it may watch top1_ema or a metric they add
+        hooks.append(EarlyStoppingHook(h.early_stopping))
     hooks.append(ProgressBarHook(enabled=h.progress_bar))
     hooks.append(ConsoleLoggerHook(log_interval=h.log_interval))
     if h.metrics_files:

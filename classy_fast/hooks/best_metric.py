@@ -16,10 +16,13 @@ MODES = ("auto", "max", "min")
 
 class BestMetric:
     def __init__(self, metric: str, mode: str = "auto", min_delta: float = 0.0, owner: str = "hook"):
+        # ``owner``: the metric's config key; its siblings name the mode and min_delta keys in errors
+        # (hooks.checkpoint.best_metric → best_mode, hooks.early_stopping.metric → mode, min_delta).
+        prefix = owner[: -len("metric")] if owner.endswith("metric") else f"{owner} "
         if mode not in MODES:
-            raise ValueError(f"{owner} mode must be one of {MODES}, got {mode!r}")
+            raise ValueError(f"{prefix}mode must be one of {MODES}, got {mode!r}")
         if min_delta < 0:
-            raise ValueError(f"{owner} min_delta must be ≥ 0, got {min_delta}")
+            raise ValueError(f"{prefix}min_delta must be ≥ 0, got {min_delta}")
         self.metric, self.min_delta, self.owner = metric, min_delta, owner
         self.higher_is_better = mode == "max" or (mode == "auto" and not metric.startswith("loss"))
         self.best: Optional[Dict[str, Any]] = None  # {"metric", "value", "epoch"}

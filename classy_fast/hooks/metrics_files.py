@@ -41,7 +41,21 @@ class MetricsFilesHook(ClassyHook):
         if not os.path.exists(self.jsonl_path):
             return []
         with open(self.jsonl_path, encoding="utf-8") as f:
-            return [json.loads(line) for line in f if line.strip()]
+            lines = f.readlines()
+        records = []
+        for i, line in enumerate(lines):
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except ValueError:
+                # A last line without its newline: a process killed while appending it, before that phase's
+                # checkpoint (written after the record): the phase runs again, the torn record goes.
+                if i == len(lines) - 1 and not line.endswith("\n"):
+                    break
+                raise ValueError(f"{self.jsonl_path}: line {i + 1} is not a JSON record: repair the file, or "
+                                 f"remove it to resume without the records of the phases before") from None
+        return records
 
     def _rewrite(self, records: list) -> None:
         for path in (self.jsonl_path, self.csv_path):

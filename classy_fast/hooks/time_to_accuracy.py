@@ -22,6 +22,9 @@ class TimeToAccuracyHook(ClassyHook):
     name = "time_to_accuracy"
 
     def __init__(self, target_top1: float = 0.93):
+        if not 0.0 <= target_top1 <= 1.0:  # top1 is a fraction: 93 (for 93%) would never be reached
+            raise ValueError(f"hooks.extra: time_to_accuracy target_top1 must be in [0, 1] (a fraction, 0.93 for "
+                             f"93%), got {target_top1}")
         self.target = target_top1
         self.start: Optional[float] = None
         self.reached_seconds: Optional[float] = None

@@ -14,6 +14,10 @@ __all__ = ["SmallResNet", "build_model", "adapt_input_channels", "unwrap_model"]
 
 @MODELS.register("small_resnet")
 def _build_small_resnet(cfg: ModelConfig, num_classes: int, in_channels: int) -> nn.Module:
+    if cfg.width < 1:
+        raise ConfigError(f"model.width must be ≥ 1, got {cfg.width}")
+    if not 0.0 <= cfg.dropout <= 1.0:
+        raise ConfigError(f"model.dropout must be in [0, 1], got {cfg.dropout}")
     return SmallResNet(num_classes=num_classes, in_channels=in_channels, width=cfg.width, dropout=cfg.dropout, **cfg.kwargs)
 
 

@@ -377,6 +377,29 @@ def test_reference_impl_is_the_plain_torch_path():
     torch.testing.assert_close(cross_entropy(x, t, label_smoothing=0.1, impl="fused"), ref, rtol=2e-5, atol=2e-5)
 
 
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("rows", [1, 32768, 32769, 300_001, 4_000_000])
+def test_reduce_loss_rows_on_one_block_and_on_many(device, rows):
+    """Up to 32768 rows the CUDA reduction is one block; beyond, partials per block then a combining
+    launch. Both against a float64 sum, over strided rows with ignored labels (their NaN never counts)."""
+    _skip_unless_fused(device)
+    g = torch.Generator().manual_seed(rows)
+    pairs = torch.rand(rows, 2, generator=g)
+    labels = torch.randint(0, 5, (rows,), generator=g)
+    labels[::7] = -100
+    pairs[::7, 0] = float("nan")
+    row_loss, target = pairs.to(device)[:, 0], labels.to(device)  # row_loss has stride 2
+    kept = pairs[:, 0].double()[labels != -100]
+    for mean in (True, False):
+        loss, counted = torch.ops.classy_fast.reduce_loss_rows(row_loss, target, -100, mean)
+        expected = kept.mean() if mean else kept.sum()
+        torch.testing.assert_close(loss.cpu().double(), expected, rtol=2e-5, atol=0, equal_nan=True)  # 0 rows: nan
+        assert int(counted) == len(kept)
+    loss, counted = torch.ops.classy_fast.reduce_loss_rows(pairs.to(device)[:, 1], None, -100, False)
+    torch.testing.assert_close(loss.cpu().double(), pairs[:, 1].double().sum(), rtol=2e-5, atol=0)
+    assert int(counted) == rows
+
+
 # ---- torch.library / torch.compile integration ----
 
 

@@ -7,8 +7,10 @@ import torch
 
 from classy_fast.checkpoint import load_checkpoint
 from classy_fast.config import config_from_dict
-from classy_fast.hooks import EarlyStoppingHook, build_hooks
+from classy_fast.hooks import CheckpointHook, ClassyHook, EarlyStoppingHook, build_hooks
 from classy_fast.hooks.best_metric import BestMetric
+from classy_fast.recipe_config import EarlyStoppingConfig
+from classy_fast.registry import HOOKS
 from classy_fast.task import ClassificationTask
 
 from ..conftest import tiny_config_dict
@@ -84,3 +86,40 @@ def test_a_run_stopped_early_still_writes_its_predictions(tmp_path):
     assert task.train_phases_done == 2
     rows = (tmp_path / "run" / "predictions.csv").read_text().splitlines()
     assert len(rows) == 1 + 40  # header + every test sample
+
+
+class _AddsTestMetric(ClassyHook):
+    """A user hook (hooks.extra) adding a metric of its own to every test phase's record."""
+
+    def __init__(self, values):
+        self.values = iter(values)
+
+    def on_phase_end(self, task):
+        if task.phase["type"] == "test":
+            task.last_phase_metrics["custom"] = next(self.values)
+
+
+HOOKS.register("test_adds_custom_metric", lambda options, cfg: _AddsTestMetric(**options), override=True)
+
+
+def test_early_stopping_watches_a_metric_a_user_hook_adds(tmp_path):
+    """The check at start is skipped with hooks.extra so that their metrics can be watched: early stopping
+    must run after the user hooks to see them (it raised 'not among the test metrics' after epoch 1)."""
+    torch.set_num_threads(1)
+    d = tiny_config_dict(tmp_path / "run", epochs=6,
+                         hooks={"progress_bar": False, "log_interval": 0, "model_complexity": False,
+                                "early_stopping": {"enabled": True, "metric": "custom", "mode": "max", "patience": 2},
+                                "extra": [{"name": "test_adds_custom_metric",
+                                           "options": {"values": [0.5, 0.6, 0.4, 0.4, 0.9, 0.9]}}]})
+    task = ClassificationTask(config_from_dict(d, "test"))
+    task.run()
+    assert task.train_phases_done == 4 and "custom has not improved for 2 test phases" in task.stop_reason
+
+
+def test_mode_and_min_delta_errors_name_their_own_keys():
+    with pytest.raises(ValueError, match=r"^hooks.early_stopping.min_delta must be ≥ 0, got -1"):
+        EarlyStoppingHook(EarlyStoppingConfig(enabled=True, metric="top1", min_delta=-1.0))
+    with pytest.raises(ValueError, match=r"^hooks.early_stopping.mode must be one of"):
+        EarlyStoppingHook(EarlyStoppingConfig(enabled=True, metric="top1", mode="largest"))
+    with pytest.raises(ValueError, match=r"^hooks.checkpoint.best_mode must be one of"):
+        CheckpointHook("unused", best_metric="top1", best_mode="largest")

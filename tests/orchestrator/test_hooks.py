@@ -141,3 +141,14 @@ def test_time_to_accuracy_counts_on_across_a_resume_and_reports_once(tmp_path):
     task2 = ClassificationTask(config_from_dict(tiny_config_dict(tmp_path / "u", epochs=1), "t"), hooks=[again])
     task2.run()
     assert again.reached_seconds == first.reached_seconds and again.reached_epoch == 1  # not reported again
+
+
+def test_time_to_accuracy_target_must_be_a_fraction(tmp_path):
+    """top1 is a fraction: a target of 93 (meant as 93%) could never be reached and was accepted silently."""
+    from classy_fast.config import ConfigError
+
+    for target in (93.0, -0.1, float("nan")):
+        d = tiny_config_dict(tmp_path / "t", epochs=1)
+        d["hooks"]["extra"] = [{"name": "time_to_accuracy", "options": {"target_top1": target}}]
+        with pytest.raises((ValueError, ConfigError), match=r"time_to_accuracy.*target_top1 must be in \[0, 1\]"):
+            build_hooks(config_from_dict(d, "t"))

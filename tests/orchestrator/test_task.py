@@ -298,3 +298,44 @@ def test_resumed_run_writes_each_phase_record_once(tmp_path):
     # A fresh run in the same directory replaces the files instead of appending to them.
     make_task(d, resume=False).run()
     assert _metrics_rows(tmp_path / "r") == [("train", 0), ("test", 0), ("train", 1), ("test", 1)]
+
+
+def test_resume_after_a_torn_metrics_record_drops_it_and_other_damage_names_the_file(tmp_path):
+    """A process killed while appending leaves a last line without its newline: that phase's checkpoint was
+    never written (the checkpoint hook runs after the metrics files), so the phase re-runs and the torn
+    line goes. A damaged line elsewhere is an error naming the file (it was a bare JSONDecodeError)."""
+    d = tiny_config_dict(tmp_path / "r")
+    with pytest.raises(Interrupt):
+        make_task(d, [InterruptAt(step=9)]).run()
+    jsonl = tmp_path / "r" / "metrics.jsonl"
+    jsonl.write_text(jsonl.read_text() + '{"phase_type": "train", "ep')
+    make_task(d).run()
+    assert _metrics_rows(tmp_path / "r") == [("train", 0), ("test", 0), ("train", 1), ("test", 1)]
+
+    d2 = tiny_config_dict(tmp_path / "s")
+    with pytest.raises(Interrupt):
+        make_task(d2, [InterruptAt(step=9)]).run()
+    jsonl = tmp_path / "s" / "metrics.jsonl"
+    jsonl.write_text("garbage\n" + jsonl.read_text())
+    with pytest.raises(ValueError, match=rf"{jsonl}: line 1 is not a JSON record"):
+        make_task(d2).run()
+
+
+def test_resume_with_another_param_group_layout_is_an_error_naming_the_file(tmp_path, capsys):
+    """torch's bare 'loaded state dict has a different number of parameter groups' named neither the file
+    nor the setting that changed the groups."""
+    import yaml
+
+    from classy_fast import train
+
+    torch.set_num_threads(1)
+    d = tiny_config_dict(tmp_path / "a", epochs=1)
+    make_task(d).run()
+    cfg = tmp_path / "c.yaml"
+    d["optimizer"] = {**d["optimizer"], "no_weight_decay_on_norm_and_bias": False}
+    cfg.write_text(yaml.safe_dump({**d, "epochs": 2}))
+    assert train.main(["--config", str(cfg), "--resume", "auto"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    last = tmp_path / "a" / "checkpoints" / "last.pt"
+    assert err.startswith(f"error: {last}: the checkpoint's optimizer has 2 parameter groups"), err
+    assert "this run's 1" in err and "optimizer.no_weight_decay_on_norm_and_bias" in err
