@@ -384,6 +384,8 @@ class ClassificationTask:
         except ValueError:  # torch's message names neither the groups nor what made them differ
             saved = [len(g.get("params", [])) for g in state["optimizer"].get("param_groups", [])]
             own = [len(g["params"]) for g in self.optimizer.param_groups]
+            if saved == own:  # another problem: torch's own message
+                raise
             raise CheckpointError(
                 f"the checkpoint's optimizer has {len(saved)} parameter groups (of {saved} tensors), this run's "
                 f"{len(own)} (of {own}): resume with the checkpoint's settings that group the parameters "
